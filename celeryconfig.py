@@ -1,0 +1,34 @@
+"""Celery settings for kingtask, derived from kingtask's own configuration.
+
+kingtask keeps results and statistics itself (``kingtask.store``), so Celery
+stores no task results; Redis is broker and store.
+"""
+
+from __future__ import annotations
+
+from kingtask import config
+from kingtask.runners import KILL_GRACE
+
+_settings = config.current()
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+task_ignore_result = True
+broker_connection_retry_on_startup = True
+
+task_serializer = "json"
+accept_content = ["json"]
+enable_utc = True
+
+# A task is acknowledged when it is done, so one whose worker dies is delivered again.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_concurrency = _settings.concurrency or None
+
+# Runners enforce max_run_time themselves; this only stops a worker that hangs.
+task_time_limit = _settings.max_task_run_time + KILL_GRACE + 60
+
+# Flower shows tasks with their names and arguments.
+worker_send_task_events = True
+task_send_sent_event = True

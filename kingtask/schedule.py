@@ -1,0 +1,39 @@
+"""When attempts run: the first at ``start_time``, each retry after its delay.
+
+Every wait goes through :func:`enqueue`; nothing else knows how waiting works.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from kingtask.app import app
+from kingtask.models import TaskSpec
+from kingtask.store import Store
+
+
+def retry_delay(time_interval: tuple[int, ...], attempt: int) -> int | None:
+    """Seconds to wait after attempt ``attempt`` (0 = the first) failed; None: no retry left."""
+    return time_interval[attempt] if attempt < len(time_interval) else None
+
+
+def submit(store: Store, spec: TaskSpec) -> None:
+    """Accept a new task: count it as undone and hand its first attempt to the workers."""
+    store.accept(spec.uuid)
+    try:
+        enqueue(spec, attempt=0, due=spec.start_time)
+    except BaseException:
+        store.withdraw(spec.uuid)
+        raise
+
+
+def enqueue(spec: TaskSpec, *, attempt: int, due: float) -> None:
+    """Run attempt ``attempt`` of ``spec`` at ``due`` (unix seconds; past means now)."""
+    eta = datetime.fromtimestamp(due, UTC) if due > time.time() else None
+    app.send_task(
+        f"kingtask.{spec.kind}",
+        kwargs={**spec.to_message(), "attempt": attempt},
+        task_id=spec.uuid,
+        eta=eta,
+    )

@@ -1,0 +1,69 @@
+"""The Celery tasks: unpack the message, run one attempt, record or retry."""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task
+
+from kingtask import config, runners, schedule
+from kingtask.app import app
+from kingtask.models import Outcome, Rpc, TaskSpec
+from kingtask.store import Store, connect
+
+
+@functools.cache
+def store() -> Store:
+    settings = config.current()
+    return Store(
+        connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
+    )
+
+
+@app.task(name="kingtask.script", bind=True)
+def script(self: Task, attempt: int = 0, **message: Any) -> None:
+    """Run an executable from ``bin_path``."""
+    attempt_task(TaskSpec.from_message("script", self.request.id, message), attempt)
+
+
+@app.task(name="kingtask.rpc", bind=True)
+def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
+    """Call a web API."""
+    attempt_task(TaskSpec.from_message("rpc", self.request.id, message), attempt)
+
+
+def attempt_task(spec: TaskSpec, attempt: int) -> None:
+    """Run one attempt; finish the task, or schedule its next attempt."""
+    settings = config.current()
+    outcome = run(spec, settings)
+    delay = schedule.retry_delay(spec.time_interval, attempt)
+    if outcome.success or delay is None:
+        store().finish(spec.uuid, outcome, datetime.now(UTC))
+    else:
+        schedule.enqueue(spec, attempt=attempt + 1, due=time.time() + delay)
+    if settings.period:
+        time.sleep(settings.period)
+
+
+def run(spec: TaskSpec, settings: config.Settings) -> Outcome:
+    timeout = spec.max_run_time or settings.task_run_time
+    job = spec.job
+    if isinstance(job, Rpc):
+        return runners.call_rpc(
+            job.method,
+            job.url,
+            job.args,
+            timeout=timeout,
+            max_output_bytes=settings.max_output_bytes,
+        )
+    return runners.run_script(
+        settings.bin_path,
+        job.bin_name,
+        job.args,
+        timeout=timeout,
+        max_output_bytes=settings.max_output_bytes,
+        env=runners.script_environment(settings.task_env),
+    )

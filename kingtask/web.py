@@ -1,0 +1,135 @@
+"""The HTTP API v1, kingtask-compatible: ``create_app()`` for gunicorn."""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, request
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from kingtask import config, models, schedule
+from kingtask.errors import InvalidRequest, Unavailable
+from kingtask.store import Store, connect
+
+log = logging.getLogger(__name__)
+
+v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
+
+
+def create_app(settings: config.Settings | None = None) -> Flask:
+    """Build the API application.
+
+    Args:
+        settings: What to serve with; default the process's configuration.
+    """
+    settings = settings or config.current()
+    app = Flask("kingtask")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["kingtask"] = (
+        settings,
+        Store(
+            connect(settings.redis_url),
+            result_keep_time=settings.result_keep_time,
+            zone=settings.zone,
+        ),
+    )
+    app.register_blueprint(v1)
+    app.register_error_handler(Exception, handle_error)
+    return app
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """A compact JSON body without a trailing newline, as the seed answers."""
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status, content_type="application/json; charset=utf-8")
+
+
+def handle_error(error: Exception) -> Response:
+    """Every error as a JSON string: 403 for client errors, 503 when Redis is away."""
+    if isinstance(error, InvalidRequest):
+        return json_response(str(error), 403)
+    if isinstance(
+        error, Unavailable | redis.ConnectionError | redis.TimeoutError | OperationalError
+    ):
+        log.warning("redis unavailable: %s", error)
+        return json_response("redis is unavailable, try again later", 503)
+    if isinstance(error, HTTPException):
+        if error.code == 413:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            return json_response(f"request body larger than {limit} bytes", 413)
+        status = error.code or 500
+        # v1 answers every malformed request with 403, as the seed does.
+        return json_response(error.name.lower(), 403 if status == 400 else status)
+    log.exception("unhandled error")
+    return json_response("internal error", 500)
+
+
+def _settings() -> config.Settings:
+    return current_app.extensions["kingtask"][0]
+
+
+def _store() -> Store:
+    return current_app.extensions["kingtask"][1]
+
+
+def request_params() -> dict[str, Any]:
+    """Parameters from the query string, then a JSON object or a form body."""
+    params: dict[str, Any] = dict(request.args.items())
+    body = request.get_data(cache=True)
+    if request.is_json or (body and not request.mimetype):
+        try:
+            document = json.loads(body) if body.strip() else {}
+        except ValueError:
+            raise InvalidRequest("request body is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        params.update(document)
+    else:
+        params.update(request.form.items())
+    return params
+
+
+def _submit(spec: models.TaskSpec) -> Response:
+    schedule.submit(_store(), spec)
+    return json_response(spec.uuid)
+
+
+@v1.post("/task")
+@v1.post("/task/script")
+def submit_script() -> Response:
+    return _submit(
+        models.script_spec(request_params(), max_task_run_time=_settings().max_task_run_time)
+    )
+
+
+@v1.post("/task/rpc")
+def submit_rpc() -> Response:
+    return _submit(
+        models.rpc_spec(request_params(), max_task_run_time=_settings().max_task_run_time)
+    )
+
+
+@v1.get("/task/result/<uuid>")
+def result(uuid: str) -> Response:
+    return json_response(_store().result(models.parse_uuid(uuid)))
+
+
+@v1.get("/task/count/undo")
+def count_undo() -> Response:
+    return json_response(_store().undo_count())
+
+
+@v1.get("/task/result/<any(success, failure):outcome>/<date>")
+def count_day(outcome: str, date: str) -> Response:
+    return json_response(_store().daily_count(outcome, models.parse_date(date)))
+
+
+@v1.get("/openapi.json")
+def openapi() -> Response:
+    document = resources.files("kingtask").joinpath("openapi.json").read_text()
+    return Response(document, content_type="application/json; charset=utf-8")
