@@ -145,8 +145,12 @@ def load(
     raw.update(_from_env(env))
     values = {name: _coerce(name, value) for name, value in raw.items()}
     settings = Settings(**values)
-    settings.zone  # noqa: B018 - refuse an unknown time zone at start-up
+    # Refuse what would only fail later, in a child process.
+    settings.zone  # noqa: B018
+    settings.redis_url  # noqa: B018
     parse_addr(settings.addr)
+    if settings.flower_addr:
+        parse_addr(settings.flower_addr)
     return settings
 
 

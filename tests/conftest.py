@@ -6,6 +6,7 @@ the tests start (worker, web, ``kingtask run``) talks to the private Redis only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -48,6 +49,8 @@ from kingtask.web import create_app  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for process in Process.started:
+        process.kill()
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
@@ -82,7 +85,13 @@ def store(settings: config.Settings) -> Store:
 
 
 class Process:
-    """A child process whose output goes to a log file, stopped at teardown."""
+    """A child process in a session of its own, its output in a log file.
+
+    Whatever a test leaves running is killed, with its process group, when the
+    test session ends.
+    """
+
+    started: ClassVar[list[Process]] = []
 
     def __init__(
         self, argv: list[str], log: Path, env: dict[str, str] | None = None, **kw: Any
@@ -93,6 +102,16 @@ class Process:
             self.popen = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw
             )
+        Process.started.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -111,8 +130,7 @@ class Process:
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
+                self.kill()
         return self.popen.returncode
 
 

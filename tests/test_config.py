@@ -78,7 +78,8 @@ def test_a_malformed_redis_address_is_refused(value: str) -> None:
     ("text", "message"),
     [("nonsense: 1\n", "unknown key 'nonsense'"), ("period: -1\n", "period"),
      ("task_run_time: soon\n", "task_run_time"), ("- a\n- b\n", "mapping"), ("a: [\n", "YAML"),
-     ("timezone: Mars/Olympus\n", "time zone"), ("addr: nowhere\n", "host:port")],
+     ("timezone: Mars/Olympus\n", "time zone"), ("addr: nowhere\n", "host:port"),
+     ("redis: nowhere\n", "redis"), ("flower_addr: x\n", "host:port")],
 )  # fmt: skip
 def test_bad_files_get_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "bad.yaml").write_text(text)

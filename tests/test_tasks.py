@@ -155,8 +155,8 @@ def test_period_pauses_each_worker_process_after_each_task(tmp_path: Path) -> No
     with EmbeddedRedis(SCRATCH / "period") as private:
         env = {**os.environ, "KINGTASK_REDIS_URL": private.url, "KINGTASK_PERIOD": "1.5"}
         paced = start_worker("paced", env=env, concurrency=1)
-        web, url = start_web("paced-web", env=env)
         try:
+            web, url = start_web("paced-web", env=env)
             record = tmp_path / "record"
             uuids = [
                 requests.post(
@@ -170,6 +170,6 @@ def test_period_pauses_each_worker_process_after_each_task(tmp_path: Path) -> No
             events = record.read_text().splitlines()
             first_end, second_start = float(events[1].split()[1]), float(events[2].split()[1])
             assert second_start - first_end >= 1.4
-        finally:
             web.stop()
+        finally:
             paced.stop()
