@@ -24,9 +24,9 @@ MAX_RETRIES = 100
 MAX_URL_LENGTH = 8192
 METHODS = ("GET", "PUT", "POST", "DELETE")
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INTEGER = re.compile(r"^[+-]?\d{1,20}$")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def _integer(name: str, value: Any, *, low: int, high: int) -> int:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and _INTEGER.match(value.strip()):
+    elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         number = int(value.strip())
     if number is None:
         raise InvalidRequest(f"{name} must be an integer")
@@ -291,7 +291,7 @@ def query_params(args: str) -> dict[str, str]:
 
 
 def parse_uuid(value: str) -> str:
-    if not _UUID.match(value):
+    if not _UUID.fullmatch(value):
         raise InvalidRequest("not a task uuid")
     return value.lower()
 
@@ -299,7 +299,7 @@ def parse_uuid(value: str) -> str:
 def parse_date(value: str) -> str:
     """A day as ``2006-01-02``."""
     try:
-        if not _DATE.match(value):
+        if not _DATE.fullmatch(value):
             raise ValueError
         date.fromisoformat(value)
     except ValueError:

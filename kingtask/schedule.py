@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from kingtask import messages
 from kingtask.app import app
+from kingtask.messages import Publication
 from kingtask.models import TaskSpec
 from kingtask.store import Store
 
@@ -20,20 +22,15 @@ def retry_delay(time_interval: tuple[int, ...], attempt: int) -> int | None:
 
 def submit(store: Store, spec: TaskSpec) -> None:
     """Accept a new task: count it as undone and hand its first attempt to the workers."""
-    store.accept(spec.uuid)
-    try:
-        enqueue(spec, attempt=0, due=spec.start_time)
-    except BaseException:
-        store.withdraw(spec.uuid)
-        raise
+    store.accept(spec.uuid, _publication(store, spec, attempt=0, due=spec.start_time))
 
 
-def enqueue(spec: TaskSpec, *, attempt: int, due: float) -> None:
+def enqueue(store: Store, spec: TaskSpec, *, attempt: int, due: float) -> None:
     """Run attempt ``attempt`` of ``spec`` at ``due`` (unix seconds; past means now)."""
+    store.publish(_publication(store, spec, attempt=attempt, due=due))
+
+
+def _publication(store: Store, spec: TaskSpec, *, attempt: int, due: float) -> Publication:
     eta = datetime.fromtimestamp(due, UTC) if due > time.time() else None
-    app.send_task(
-        f"kingtask.{spec.kind}",
-        kwargs={**spec.to_message(), "attempt": attempt},
-        task_id=spec.uuid,
-        eta=eta,
-    )
+    kwargs = {**spec.to_message(), "attempt": attempt}
+    return messages.publication(app, store.client, f"kingtask.{spec.kind}", spec.uuid, kwargs, eta)

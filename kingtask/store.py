@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 import redis
 
 from kingtask import keys
+from kingtask.messages import Publication
 from kingtask.models import Outcome
 
 NO_RESULT = {"is_result_exist": 0, "is_success": 0, "message": ""}
@@ -23,6 +24,19 @@ if tonumber(ARGV[4]) > 0 then
 end
 redis.call('INCR', KEYS[3])
 return 1
+"""
+
+
+# Publishing a Celery message as kombu's Redis transport does (LPUSH, and the
+# task-sent event), counting the task as undone in the same step when accepting.
+_PUBLISH = """
+if ARGV[1] ~= '' then
+    redis.call('SADD', KEYS[1], ARGV[1])
+end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
 """
 
 
@@ -46,14 +60,15 @@ class Store:
         self.result_keep_time = result_keep_time
         self.zone = zone
         self._finish = client.register_script(_FINISH)
+        self._publish = client.register_script(_PUBLISH)
 
-    def accept(self, uuid: str) -> None:
-        """Count a new task as undone."""
-        self.client.sadd(keys.UNDO, uuid)
+    def accept(self, uuid: str, first: Publication) -> None:
+        """Count a new task as undone and publish its first attempt, both or neither."""
+        self._publish(keys=[keys.UNDO, first.queue], args=[uuid, *first.script_args])
 
-    def withdraw(self, uuid: str) -> None:
-        """Forget a task that could not be handed to the workers."""
-        self.client.srem(keys.UNDO, uuid)
+    def publish(self, attempt: Publication) -> None:
+        """Hand an attempt to the workers."""
+        self._publish(keys=[keys.UNDO, attempt.queue], args=["", *attempt.script_args])
 
     def finish(self, uuid: str, outcome: Outcome, when: datetime) -> bool:
         """Record a task's final outcome, once; False when it was finished already."""

@@ -43,7 +43,7 @@ def attempt_task(spec: TaskSpec, attempt: int) -> None:
     if outcome.success or delay is None:
         store().finish(spec.uuid, outcome, datetime.now(UTC))
     else:
-        schedule.enqueue(spec, attempt=attempt + 1, due=time.time() + delay)
+        schedule.enqueue(store(), spec, attempt=attempt + 1, due=time.time() + delay)
     if settings.period:
         time.sleep(settings.period)
 

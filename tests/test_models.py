@@ -21,7 +21,7 @@ def test_start_time_accepts_numbers_and_strings(value: Any, expected: int) -> No
 
 
 @pytest.mark.parametrize(
-    "value", ["soon", "12.5", 12.5, "1e9", -1, "-5", True, [1], {"a": 1}, 10**13]
+    "value", ["soon", "12.5", 12.5, "1e9", -1, "-5", True, [1], {"a": 1}, 10**13, "\u0661\u0662"]
 )
 def test_start_time_refuses_what_is_not_a_timestamp(value: Any) -> None:
     with pytest.raises(InvalidRequest, match="start_time"):
@@ -151,14 +151,19 @@ def test_uuid_is_checked_and_lowercased() -> None:
         models.parse_uuid("DB3E0B22-A249-4ED2-9532-FC6318CCD321")
         == "db3e0b22-a249-4ed2-9532-fc6318ccd321"
     )
-    for bad in ("x", "db3e0b22a2494ed29532fc6318ccd321", "db3e0b22-a249-4ed2-9532-fc6318ccd32z"):
+    for bad in (
+        "x",
+        "db3e0b22a2494ed29532fc6318ccd321",
+        "db3e0b22-a249-4ed2-9532-fc6318ccd32z",
+        "db3e0b22-a249-4ed2-9532-fc6318ccd321\n",
+    ):
         with pytest.raises(InvalidRequest, match="uuid"):
             models.parse_uuid(bad)
 
 
 def test_dates_are_real_days_in_iso_form() -> None:
     assert models.parse_date("2015-10-30") == "2015-10-30"
-    for bad in ("2015-13-01", "2015-02-30", "20151030", "2015-1-3", "yesterday", "2015-10-30x"):
+    for bad in ("2015-13-01", "2015-02-30", "20151030", "2015-1-3", "yesterday", "2015-10-30\n"):
         with pytest.raises(InvalidRequest, match="date"):
             models.parse_date(bad)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from kingtask import keys
+from kingtask.messages import Publication
 from kingtask.models import Outcome, new_uuid
 from kingtask.store import NO_RESULT, Store, day
 
@@ -18,7 +19,7 @@ def test_an_unknown_task_has_no_result(store: Store) -> None:
 def test_finishing_writes_the_result_counts_it_and_drops_it_from_the_backlog(store: Store) -> None:
     uuid = new_uuid()
     before = store.daily_count("success", "2015-10-30"), store.undo_count()
-    store.accept(uuid)
+    store.client.sadd(keys.UNDO, uuid)
     assert store.undo_count() == before[1] + 1
     assert store.finish(uuid, Outcome(True, "46"), WHEN)
     assert store.result(uuid) == {"is_result_exist": 1, "is_success": 1, "message": "46"}
@@ -30,7 +31,7 @@ def test_finishing_writes_the_result_counts_it_and_drops_it_from_the_backlog(sto
 
 def test_a_repeated_finish_changes_nothing(store: Store) -> None:
     uuid = new_uuid()
-    store.accept(uuid)
+    store.client.sadd(keys.UNDO, uuid)
     assert store.finish(uuid, Outcome(False, "first"), WHEN)
     failures = store.daily_count("failure", "2015-10-30")
     assert not store.finish(uuid, Outcome(True, "second"), WHEN)
@@ -40,7 +41,7 @@ def test_a_repeated_finish_changes_nothing(store: Store) -> None:
 
 def test_results_expire_after_result_keep_time(store: Store) -> None:
     uuid = new_uuid()
-    store.accept(uuid)
+    store.client.sadd(keys.UNDO, uuid)
     store.finish(uuid, Outcome(True, ""), WHEN)
     assert 3590 < store.client.ttl(keys.result(uuid)) <= 3600
 
@@ -48,7 +49,7 @@ def test_results_expire_after_result_keep_time(store: Store) -> None:
 def test_a_result_keep_time_of_zero_keeps_results(store: Store) -> None:
     keeping = Store(store.client, result_keep_time=0, zone=None)
     uuid = new_uuid()
-    keeping.accept(uuid)
+    keeping.client.sadd(keys.UNDO, uuid)
     keeping.finish(uuid, Outcome(True, ""), WHEN)
     assert store.client.ttl(keys.result(uuid)) == -1
 
@@ -58,10 +59,10 @@ def test_the_day_is_taken_in_the_configured_zone() -> None:
     assert day(WHEN, timezone(timedelta(hours=8))) == "2015-10-31"
 
 
-def test_a_withdrawn_task_is_no_longer_undone(store: Store) -> None:
+def test_accepting_counts_the_task_and_queues_its_first_attempt_together(store: Store) -> None:
     uuid = new_uuid()
-    count = store.undo_count()
-    store.accept(uuid)
-    store.withdraw(uuid)
-    assert store.undo_count() == count
-    assert not store.finish(uuid, Outcome(True, ""), WHEN)
+    first = Publication("kingtask:test-queue", f'"{uuid}"')
+    store.accept(uuid, first)
+    assert store.client.sismember(keys.UNDO, uuid)
+    assert store.client.lrange("kingtask:test-queue", 0, -1) == [f'"{uuid}"']
+    store.client.delete("kingtask:test-queue")

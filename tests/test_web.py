@@ -203,7 +203,7 @@ def test_a_body_over_the_limit_gets_413_and_stores_nothing(
 
 def test_the_result_of_a_finished_task_has_exactly_three_members(client: Any, store: Store) -> None:
     uuid = new_uuid()
-    store.accept(uuid)
+    store.client.sadd(keys.UNDO, uuid)
     store.finish(uuid, Outcome(True, "46"), __import__("datetime").datetime.now().astimezone())
     response = client.get(f"/api/v1/task/result/{uuid}")
     assert response.status_code == 200
