@@ -29,6 +29,13 @@ worker_concurrency = _settings.concurrency or None
 # Runners enforce max_run_time themselves; this only stops a worker that hangs.
 task_time_limit = _settings.max_task_run_time + KILL_GRACE + 60
 
+# Nothing waits in Celery (kingtask.schedule parks every wait in Redis), so a
+# message is unacknowledged only while its attempt runs: it must not be
+# delivered again before the longest attempt could have ended.
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout or task_time_limit + 60
+}
+
 # Flower shows tasks with their names and arguments.
 worker_send_task_events = True
 task_send_sent_event = True

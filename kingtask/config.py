@@ -69,6 +69,9 @@ class Settings:
     """Environment variables passed from the worker to scripts; nothing else is."""
     concurrency: int = 0
     """Worker processes per worker; 0 means one per CPU core."""
+    visibility_timeout: int = 0
+    """Seconds before Celery delivers an unacknowledged message again; 0: longer than
+    the longest attempt can run."""
     web_workers: int = 0
     """gunicorn worker processes; 0 means two per CPU core, plus one."""
     flower_addr: str = "127.0.0.1:5555"

@@ -16,3 +16,22 @@ def result(uuid: str) -> str:
 def daily(outcome: str, date: str) -> str:
     """Counter of tasks finished with ``outcome`` (success or failure) on ``date``."""
     return f"{PREFIX}count:{outcome}:{date}"
+
+
+PARKED = PREFIX + "parked"
+"""Sorted set of uuids whose next attempt waits for its time, scored by due time."""
+
+CLAIMED = PREFIX + "claimed"
+"""Sorted set of uuids a releaser is publishing, scored by when its claim expires."""
+
+CLAIMS = PREFIX + "claims"
+"""Hash: uuid → token of the releaser that claimed it."""
+
+SPECS = PREFIX + "specs"
+"""Hash: uuid → the parked attempt (the task's message fields and attempt number, JSON)."""
+
+ATTEMPTS = PREFIX + "attempts"
+"""Hash: uuid → ``attempt:lease_until`` of its latest attempt (lease 0: not started)."""
+
+WAKE = PREFIX + "wake"
+"""Pub/sub channel: a parked attempt became the earliest one."""

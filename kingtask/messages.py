@@ -39,8 +39,8 @@ class Publication:
     event: str | None = None
 
     @property
-    def script_args(self) -> list[str]:
-        """The arguments :data:`store`'s publishing script takes after the task uuid."""
+    def commands(self) -> list[str]:
+        """Message, event topic and event, as the publishing Lua scripts take them."""
         return [self.message, self.event_topic or "", self.event or ""]
 
 

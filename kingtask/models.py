@@ -11,7 +11,7 @@ import json
 import re
 import uuid as uuidlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,8 +65,13 @@ class TaskSpec:
 
     def to_message(self) -> dict[str, Any]:
         """The task as JSON-ready keyword arguments (what Flower shows)."""
+        job = self.job
+        if isinstance(job, Script):
+            fields: dict[str, Any] = {"bin_name": job.bin_name, "args": list(job.args)}
+        else:
+            fields = {"method": job.method, "url": job.url, "args": job.args}
         return {
-            **asdict(self.job),
+            **fields,
             "start_time": self.start_time,
             "time_interval": list(self.time_interval),
             "max_run_time": self.max_run_time,

@@ -7,37 +7,29 @@ from datetime import datetime, tzinfo
 import redis
 
 from kingtask import keys
-from kingtask.messages import Publication
 from kingtask.models import Outcome
 
 NO_RESULT = {"is_result_exist": 0, "is_success": 0, "message": ""}
 
-# Finishing is one step: drop the task from the backlog, write its result and
-# count it. A task no longer in the backlog was finished already: nothing changes.
-_FINISH = """
-if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then
-    return 0
-end
-redis.call('HSET', KEYS[2], 'is_success', ARGV[2], 'message', ARGV[3])
-if tonumber(ARGV[4]) > 0 then
-    redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('INCR', KEYS[3])
-return 1
-"""
-
-
-# Publishing a Celery message as kombu's Redis transport does (LPUSH, and the
-# task-sent event), counting the task as undone in the same step when accepting.
-_PUBLISH = """
-if ARGV[1] ~= '' then
-    redis.call('SADD', KEYS[1], ARGV[1])
-end
-redis.call('LPUSH', KEYS[2], ARGV[2])
-if ARGV[3] ~= '' then
-    redis.call('PUBLISH', ARGV[3], ARGV[4])
+FINISH_FUNCTION = """
+local function finish(undo, result, counter, attempts, uuid, success, message, keep)
+    if redis.call('SREM', undo, uuid) == 0 then
+        return 0
+    end
+    redis.call('HSET', result, 'is_success', success, 'message', message)
+    if tonumber(keep) > 0 then
+        redis.call('EXPIRE', result, keep)
+    end
+    redis.call('INCR', counter)
+    redis.call('HDEL', attempts, uuid)
+    return 1
 end
 """
+"""Lua: finishing is one step — drop the task from the backlog, write its result,
+count it, forget its attempts. A task no longer in the backlog was finished
+already: nothing changes."""
+
+_FINISH = FINISH_FUNCTION + "return finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], unpack(ARGV))"
 
 
 def connect(url: str) -> redis.Redis:
@@ -60,22 +52,18 @@ class Store:
         self.result_keep_time = result_keep_time
         self.zone = zone
         self._finish = client.register_script(_FINISH)
-        self._publish = client.register_script(_PUBLISH)
-
-    def accept(self, uuid: str, first: Publication) -> None:
-        """Count a new task as undone and publish its first attempt, both or neither."""
-        self._publish(keys=[keys.UNDO, first.queue], args=[uuid, *first.script_args])
-
-    def publish(self, attempt: Publication) -> None:
-        """Hand an attempt to the workers."""
-        self._publish(keys=[keys.UNDO, attempt.queue], args=["", *attempt.script_args])
 
     def finish(self, uuid: str, outcome: Outcome, when: datetime) -> bool:
         """Record a task's final outcome, once; False when it was finished already."""
         outcome_name = "success" if outcome.success else "failure"
         return bool(
             self._finish(
-                keys=[keys.UNDO, keys.result(uuid), keys.daily(outcome_name, day(when, self.zone))],
+                keys=[
+                    keys.UNDO,
+                    keys.result(uuid),
+                    keys.daily(outcome_name, day(when, self.zone)),
+                    keys.ATTEMPTS,
+                ],
                 args=[uuid, int(outcome.success), outcome.message, self.result_keep_time],
             )
         )

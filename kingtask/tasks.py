@@ -14,6 +14,9 @@ from kingtask.app import app
 from kingtask.models import Outcome, Rpc, TaskSpec
 from kingtask.store import Store, connect
 
+LEASE_MARGIN = 30.0
+"""Seconds an attempt's lease outlasts its deadline and kill grace."""
+
 
 @functools.cache
 def store() -> Store:
@@ -21,6 +24,14 @@ def store() -> Store:
     return Store(
         connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
     )
+
+
+@functools.cache
+def scheduler() -> schedule.Scheduler:
+    return schedule.Scheduler(store())
+
+
+app.steps["worker"].add(schedule.ReleaserStep)
 
 
 @app.task(name="kingtask.script", bind=True)
@@ -36,20 +47,22 @@ def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
 
 
 def attempt_task(spec: TaskSpec, attempt: int) -> None:
-    """Run one attempt; finish the task, or schedule its next attempt."""
+    """Run one attempt, unless it is a duplicate; finish the task, or schedule a retry."""
     settings = config.current()
-    outcome = run(spec, settings)
+    timeout = spec.max_run_time or settings.task_run_time
+    if not scheduler().begin(spec, attempt, lease=timeout + runners.KILL_GRACE + LEASE_MARGIN):
+        return
+    outcome = run(spec, settings, timeout)
     delay = schedule.retry_delay(spec.time_interval, attempt)
     if outcome.success or delay is None:
         store().finish(spec.uuid, outcome, datetime.now(UTC))
     else:
-        schedule.enqueue(store(), spec, attempt=attempt + 1, due=time.time() + delay)
+        scheduler().retry(spec, attempt + 1, time.time() + delay)
     if settings.period:
         time.sleep(settings.period)
 
 
-def run(spec: TaskSpec, settings: config.Settings) -> Outcome:
-    timeout = spec.max_run_time or settings.task_run_time
+def run(spec: TaskSpec, settings: config.Settings, timeout: float) -> Outcome:
     job = spec.job
     if isinstance(job, Rpc):
         return runners.call_rpc(

@@ -12,8 +12,9 @@ from flask import Blueprint, Flask, Response, current_app, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from kingtask import config, models, schedule
+from kingtask import config, models
 from kingtask.errors import InvalidRequest, Unavailable
+from kingtask.schedule import Scheduler
 from kingtask.store import Store, connect
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,10 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings or config.current()
     app = Flask("kingtask")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["kingtask"] = (
-        settings,
-        Store(
-            connect(settings.redis_url),
-            result_keep_time=settings.result_keep_time,
-            zone=settings.zone,
-        ),
+    store = Store(
+        connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
     )
+    app.extensions["kingtask"] = (settings, store, Scheduler(store))
     app.register_blueprint(v1)
     app.register_error_handler(Exception, handle_error)
     return app
@@ -79,9 +76,10 @@ def _store() -> Store:
 
 def request_params() -> dict[str, Any]:
     """Parameters from the query string, then a JSON object or a form body."""
-    params: dict[str, Any] = dict(request.args.items())
+    params: dict[str, Any] = request.args.to_dict() if request.query_string else {}
     body = request.get_data(cache=True)
-    if request.is_json or (body and not request.mimetype):
+    mimetype = request.mimetype
+    if mimetype == "application/json" or mimetype.endswith("+json") or (body and not mimetype):
         try:
             document = json.loads(body) if body.strip() else {}
         except ValueError:
@@ -94,8 +92,12 @@ def request_params() -> dict[str, Any]:
     return params
 
 
+def _scheduler() -> Scheduler:
+    return current_app.extensions["kingtask"][2]
+
+
 def _submit(spec: models.TaskSpec) -> Response:
-    schedule.submit(_store(), spec)
+    _scheduler().submit(spec)
     return json_response(spec.uuid)
 
 
@@ -122,6 +124,24 @@ def result(uuid: str) -> Response:
 @v1.get("/task/count/undo")
 def count_undo() -> Response:
     return json_response(_store().undo_count())
+
+
+@v1.delete("/task/<uuid>")
+def cancel(uuid: str) -> Response:
+    """Extension: cancel a task that waits for its start time or a retry, or is queued."""
+    uuid = models.parse_uuid(uuid)
+    answer = _scheduler().cancel(uuid)
+    if answer == "running":
+        raise InvalidRequest("the task is running and cannot be cancelled")
+    if answer == "finished":
+        raise InvalidRequest("the task has finished, or is unknown")
+    return json_response(_store().result(uuid))
+
+
+@v1.get("/task/count/scheduled")
+def count_scheduled() -> Response:
+    """Extension: tasks whose next attempt waits for its time."""
+    return json_response(_scheduler().scheduled_count())
 
 
 @v1.get("/task/result/<any(success, failure):outcome>/<date>")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from kingtask import keys
-from kingtask.messages import Publication
 from kingtask.models import Outcome, new_uuid
 from kingtask.store import NO_RESULT, Store, day
 
@@ -57,12 +56,3 @@ def test_a_result_keep_time_of_zero_keeps_results(store: Store) -> None:
 def test_the_day_is_taken_in_the_configured_zone() -> None:
     assert day(WHEN, UTC) == "2015-10-30"
     assert day(WHEN, timezone(timedelta(hours=8))) == "2015-10-31"
-
-
-def test_accepting_counts_the_task_and_queues_its_first_attempt_together(store: Store) -> None:
-    uuid = new_uuid()
-    first = Publication("kingtask:test-queue", f'"{uuid}"')
-    store.accept(uuid, first)
-    assert store.client.sismember(keys.UNDO, uuid)
-    assert store.client.lrange("kingtask:test-queue", 0, -1) == [f'"{uuid}"']
-    store.client.delete("kingtask:test-queue")

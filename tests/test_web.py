@@ -99,11 +99,17 @@ def test_json_without_a_content_type_is_accepted(client: Any, store: Store) -> N
     assert queued(store, submitted(response))["bin_name"] == "example"
 
 
-def test_a_future_start_time_sets_the_eta(client: Any, store: Store) -> None:
-    uuid = submitted(
-        client.post("/api/v1/task", json={"bin_name": "example", "start_time": 4102444800})
-    )
-    assert queued(store, uuid)["eta"].startswith("2100-01-01T00:00:00")
+def test_a_future_start_time_parks_the_task_instead_of_queueing_it(
+    client: Any, store: Store
+) -> None:
+    scheduled = client.get("/api/v1/task/count/scheduled").get_json()
+    body = {"bin_name": "example", "start_time": 4102444800}
+    uuid = submitted(client.post("/api/v1/task", json=body))
+    assert store.client.zscore(keys.PARKED, uuid) == 4102444800
+    with pytest.raises(AssertionError, match="not queued"):
+        queued(store, uuid)
+    assert client.get("/api/v1/task/count/scheduled").get_json() == scheduled + 1
+    assert store.client.sismember(keys.UNDO, uuid)
 
 
 def test_an_rpc_task_is_accepted(client: Any, store: Store) -> None:
