@@ -76,9 +76,24 @@ end
 return 1
 """
 
+# When the next parked entry falls due, or the next claim expires ('' if none).
+_NEXT_DUE = """
+local function next_due(parked, claimed)
+    local due = {}
+    for _, key in ipairs({parked, claimed}) do
+        local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if #first > 0 then due[#due + 1] = tonumber(first[2]) end
+    end
+    if #due == 0 then return '' end
+    return tostring(math.min(unpack(due)))
+end
+"""
+
 # Put expired claims back, claim what is due (ARGV[1]) until ARGV[2] under token
 # ARGV[4], and say when the next entry falls due (or a claim expires).
-_CLAIM = """
+_CLAIM = (
+    _NEXT_DUE
+    + """
 local now, limit = ARGV[1], tonumber(ARGV[3])
 for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', KEYS[2], uuid)
@@ -93,19 +108,15 @@ for _, uuid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT',
     claimed[#claimed + 1] = uuid
     claimed[#claimed + 1] = redis.call('HGET', KEYS[4], uuid)
 end
-local due = {}
-for _, key in ipairs({KEYS[1], KEYS[2]}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #first > 0 then due[#due + 1] = tonumber(first[2]) end
-end
-local next_due = ''
-if #due > 0 then next_due = tostring(math.min(unpack(due))) end
-return {next_due, claimed}
+return {next_due(KEYS[1], KEYS[2]), claimed}
 """
+)
 
 # Publish claimed entries (uuid, message, topic, event from ARGV[2]) that still
-# carry this releaser's token ARGV[1], and drop their claims.
-_PUSH = """
+# carry this releaser's token ARGV[1], drop their claims, and say what is due next.
+_PUSH = (
+    _NEXT_DUE
+    + """
 for i = 2, #ARGV, 4 do
     local uuid = ARGV[i]
     if redis.call('HGET', KEYS[2], uuid) == ARGV[1] then
@@ -118,7 +129,9 @@ for i = 2, #ARGV, 4 do
         end
     end
 end
+return next_due(KEYS[1], KEYS[5])
 """
+)
 
 _LEASE = """
 local function lease_of(record)
@@ -250,8 +263,8 @@ class Scheduler:
             for uuid, fields in zip(claimed[::2], claimed[1::2], strict=True):
                 entries += [uuid, *self._publication(uuid, Parked.from_json(fields)).commands]
             if entries:
-                self._push(
-                    keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE],
+                next_due = self._push(
+                    keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE, keys.PARKED],
                     args=[token, *entries],
                 )
             if len(claimed) < 2 * BATCH:

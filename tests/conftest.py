@@ -6,6 +6,7 @@ the tests start (worker, web, ``kingtask run``) talks to the private Redis only.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -194,6 +195,27 @@ def app(settings: config.Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
+
+
+def queued_messages(store: Store) -> list[dict[str, Any]]:
+    """The Celery messages waiting in the queue, oldest first: task name, eta, kwargs."""
+    messages = []
+    for raw in reversed(store.client.lrange("celery", 0, -1)):
+        message = json.loads(raw)
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        headers = message["headers"]
+        messages.append(
+            {"id": headers["id"], "task": headers["task"], "eta": headers["eta"], **kwargs}
+        )
+    return messages
+
+
+def queued(store: Store, uuid: str) -> dict[str, Any]:
+    """The queued Celery message that carries ``uuid``."""
+    for message in queued_messages(store):
+        if message["id"] == uuid:
+            return message
+    raise AssertionError(f"{uuid} is not queued")
 
 
 def wait_result(store: Store, uuid: str, timeout: float = 20.0) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,17 +155,53 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=10)
 
 
-def test_a_crashed_run_does_not_stop_the_next_start() -> None:
-    data_dir = str(SCRATCH / "crash-var")
-    first, _ = start_run("crash-1", KINGTASK_DATA_DIR=data_dir)
-    tree = descendants(first.pid) | {first.pid}
+def kill_tree(process: Process) -> None:
+    """kill -9 of kingtask run and every process below it, the embedded Redis included."""
+    tree = descendants(process.pid) | {process.pid}
     for pid in tree:
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not any(alive(pid) for pid in tree), timeout=10)
-    assert Path(data_dir, "redis.sock").exists()
+
+
+def test_waiting_tasks_and_retries_survive_a_kill_9_of_everything(tmp_path: Path) -> None:
+    data_dir = str(SCRATCH / "crash-var")
+    first, addr = start_run("crash-1", KINGTASK_DATA_DIR=data_dir)
+    api = f"http://{addr}/api/v1"
+    start_time = int(time.time()) + 6
+
+    def submit(bin_name: str, args: str, **more: object) -> str:
+        body = {"bin_name": bin_name, "args": args, **more}
+        return requests.post(f"{api}/task", data=body, timeout=10).json()
+
+    waiting = [
+        submit("record", f"{tmp_path / 'record'} {i}", start_time=start_time) for i in range(20)
+    ]
+    retrying = [submit("flaky", f"{tmp_path / f'runs{i}'} 2", time_interval=5) for i in range(5)]
+    wait_for(lambda: all((tmp_path / f"runs{i}").exists() for i in range(5)))
+    time.sleep(1.5)  # the embedded Redis writes its append-only file every second
+    assert requests.get(f"{api}/task/count/scheduled").json() == 25
+    kill_tree(first)
+    assert Path(data_dir, "redis.sock").exists()  # left behind by the crash
+
     second, addr = start_run("crash-2", KINGTASK_DATA_DIR=data_dir)
-    assert requests.get(f"http://{addr}/api/v1/task/count/undo").ok
-    second.stop(timeout=60)
+    api = f"http://{addr}/api/v1"
+    try:
+        for uuid in [*waiting, *retrying]:
+            result = wait_for(
+                lambda u=uuid: (
+                    (r := requests.get(f"{api}/task/result/{u}").json())["is_result_exist"] and r
+                ),
+                timeout=30,
+            )
+            assert result["is_success"] == 1, result
+        time.sleep(1)
+        record = (tmp_path / "record").read_text().splitlines()
+        runs = collections.Counter(line.split()[2] for line in record if line.startswith("start"))
+        assert runs == {str(i): 1 for i in range(20)}
+        assert all(len((tmp_path / f"runs{i}").read_text().split()) == 2 for i in range(5))
+        assert requests.get(f"{api}/task/count/undo").json() == 0
+    finally:
+        second.stop(timeout=60)
 
 
 def test_a_bad_config_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import replace
 from typing import Any
@@ -14,6 +13,8 @@ from kingtask.models import Outcome, new_uuid, parse_uuid
 from kingtask.store import Store
 from kingtask.web import create_app
 
+from .conftest import queued
+
 SCRIPT_PATHS = ["/api/v1/task", "/api/v1/task/script"]
 QUEUE = "celery"
 
@@ -24,16 +25,6 @@ def submitted(response: Any) -> str:
     uuid = json.loads(response.get_data())
     assert response.get_data() == f'"{uuid}"'.encode()
     return parse_uuid(uuid)
-
-
-def queued(store: Store, uuid: str) -> dict[str, Any]:
-    """The Celery message that carries ``uuid``, as its headers and kwargs."""
-    for raw in store.client.lrange(QUEUE, 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["id"] == uuid:
-            _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-            return {"task": message["headers"]["task"], "eta": message["headers"]["eta"], **kwargs}
-    raise AssertionError(f"{uuid} is not queued")
 
 
 @pytest.mark.parametrize("path", SCRIPT_PATHS)
