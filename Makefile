@@ -32,6 +32,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/timing.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -10,7 +10,7 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,22 @@ def rate(
     return sum(ok for ok, _ in results) / elapsed, sum(bad for _, bad in results)
 
 
+def send_each(load: Load, bodies: list[bytes], *, clients: int = 8) -> list[bytes | None]:
+    """Send one request per body; the body of each 200 answer, None for the others."""
+    answers: list[bytes | None] = [None] * len(bodies)
+    cursor = iter(range(len(bodies)))
+
+    async def client() -> None:
+        for index in cursor:
+            answers[index] = await _exchange(load, replace(load, body=bodies[index]).request())
+
+    async def main() -> None:
+        await asyncio.gather(*(client() for _ in range(clients)))
+
+    asyncio.run(main())
+    return answers
+
+
 def send(load: Load, total: int, *, clients: int = 8) -> list[bytes | None]:
     """Send exactly ``total`` requests; the body of each 200 answer, None for the others."""
-    answers: list[bytes | None] = []
-    asyncio.run(_clients(load, clients, lambda sent: sent < total, answers))
-    return answers
+    return send_each(load, [load.body] * total, clients=clients)

@@ -14,70 +14,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import loadgen  # noqa: E402
-from kingtask import keys  # noqa: E402
-from kingtask.embedded import EmbeddedRedis  # noqa: E402
-from kingtask.store import connect  # noqa: E402
+from bench import loadgen
+from bench.harness import (
+    CELERY,
+    GUNICORN,
+    ROOT,
+    base_env,
+    free_port,
+    machine,
+    ratio_row,
+    started,
+    table,
+    wait_until,
+)
+from kingtask import keys
+from kingtask.embedded import EmbeddedRedis
+from kingtask.store import connect
 
 SCRIPT = {"bin_name": "sum", "args": "12 34"}
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:kingtask.gunicorn_conf"]
-CELERY = [sys.executable, "-m", "celery"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-@contextmanager
-def started(
-    argv: list[str], env: dict[str, str], log: Path, port: int | None = None
-) -> Iterator[None]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        if port is not None:
-            wait_until(lambda: listening(port), what=f"{argv[2:5]} on port {port}")
-        else:
-            wait_until(lambda: b" ready." in log.read_bytes(), what=f"{argv[2:5]}")
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Bench:
@@ -85,16 +48,7 @@ class Bench:
         self.scratch = scratch
         self.seconds = seconds
         self.redis = connect(redis.url)
-        self.env = {
-            **os.environ,
-            "KINGTASK_REDIS_URL": redis.url,
-            "KINGTASK_BIN_PATH": str(ROOT / "bench" / "bin"),
-            "KINGTASK_WEB_WORKERS": str(2 * (os.cpu_count() or 1) + 1),
-            "KINGTASK_CONCURRENCY": str(os.cpu_count() or 1),
-            "KINGTASK_LOG_LEVEL": "warning",
-            "FLOWER_UNAUTHENTICATED_API": "true",
-            "PYTHONPATH": str(ROOT),
-        }
+        self.env = base_env(redis.url)
 
     def web(self, app: str, port: int) -> contextmanager:  # type: ignore[valid-type]
         env = {**self.env, "KINGTASK_ADDR": f"127.0.0.1:{port}"}
@@ -103,7 +57,7 @@ class Bench:
     def worker(self, app: str, queue: str) -> contextmanager:  # type: ignore[valid-type]
         argv = [*CELERY, "-A", app, "worker", "-Q", queue, "--loglevel=INFO",
                 "--without-mingle", "--without-gossip"]  # fmt: skip
-        return started(argv, self.env, self.scratch / f"worker-{queue}.log")
+        return started(argv, self.env, self.scratch / f"worker-{queue}.log", " ready.")
 
     def rate(self, port: int, path: str, body: dict) -> float:
         load = loadgen.Load("127.0.0.1", port, "POST", path, json.dumps(body).encode())
@@ -174,21 +128,6 @@ class Bench:
             raise SystemExit(f"bench: {wrong} {what} results are wrong")
 
 
-def table(rows: list[tuple[str, float, str, float, float]]) -> str:
-    lines = [
-        "| figure | kingtask | baseline | baseline value | ratio | target |",
-        "|---|---:|---|---:|---:|---:|",
-    ]
-    for name, value, baseline, base_value, target in rows:
-        ratio = value / base_value
-        verdict = "met" if ratio >= target else "MISSED"
-        lines.append(
-            f"| {name} | {value:,.0f} | {baseline} | {base_value:,.0f} "
-            f"| {ratio:.2f}x | >= {target}x ({verdict}) |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,18 +151,16 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    python = f"Python {platform.python_version()}"
-    print(f"\n{when}, {platform.node()}, {os.cpu_count()} cores, {python}")
+    print(f"\n{machine()}")
     print(
         f"load: {options.seconds:g} s per run, 16 clients, new connection per request; "
         f"end to end: {options.tasks} tasks, best of {options.rounds}\n"
     )
     submit_name = "submit req/s (POST /api/v1/task/script)"
     rows = [
-        (submit_name, submit["kingtask"], "Flower async-apply", submit["flower"], 2.0),
-        (submit_name, submit["kingtask"], "Flask hello-world", submit["hello"], 0.5),
-        ("end-to-end script tasks/s", max(kt), "raw Celery", max(raw), 0.9),
+        ratio_row(submit_name, submit["kingtask"], "Flower async-apply", submit["flower"], 2.0),
+        ratio_row(submit_name, submit["kingtask"], "Flask hello-world", submit["hello"], 0.5),
+        ratio_row("end-to-end script tasks/s", max(kt), "raw Celery", max(raw), 0.9),
     ]
     print(table(rows))
 

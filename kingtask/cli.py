@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -173,6 +174,25 @@ def run(files: Sequence[str]) -> int:
     return supervisor.run(ready)
 
 
+def release() -> int:
+    """``kingtask release``: publish timed attempts as they fall due, until SIGTERM.
+
+    Every Celery worker starts one of these beside itself; more are harmless.
+    """
+    from kingtask.schedule import Releaser
+    from kingtask.tasks import scheduler
+
+    logging.basicConfig(
+        level=config.current().log_level.upper(),
+        format="[%(asctime)s: %(levelname)s/releaser] %(message)s",
+    )
+    releaser = Releaser(scheduler())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: releaser.stopping.set())
+    releaser.run()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kingtask", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -181,8 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-c", "--config", action="append", default=[], metavar="FILE",
         help="a YAML config file (repeatable; later files override earlier ones)",
     )  # fmt: skip
+    commands.add_parser("release", help="publish timed tasks when due (each worker starts one)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "release":
+            return release()
         return run(args.config)
     except KingtaskError as exc:
         print(f"kingtask: {exc}", file=sys.stderr)

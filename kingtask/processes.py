@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -33,13 +34,36 @@ def spawn(argv: list[str], **options: object) -> subprocess.Popen[bytes]:
 
 
 def stop(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """SIGTERM, and SIGKILL to the child's whole process group after ``timeout`` seconds."""
+    """SIGTERM, and after ``timeout`` seconds SIGKILL to the child and all below it.
+
+    Everything below it is killed too, not only its process group: task scripts
+    run in sessions of their own.
+    """
     if process is None or process.poll() is not None:
         return
     process.terminate()
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        for pid in descendants(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait()
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every living process below it, read from ``/proc``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name in parentheses may hold spaces: the parent comes after it.
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = {pid}, {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid as uuidlib
@@ -27,10 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import redis
 from celery import bootsteps
 
-from kingtask import keys, messages
+from kingtask import keys, messages, processes
 from kingtask.app import app
 from kingtask.messages import Publication
 from kingtask.models import Outcome, TaskSpec
@@ -340,8 +341,8 @@ class Releaser(threading.Thread):
                         )
                         if pause > 0:
                             wake.get_message(timeout=pause)
-            except redis.RedisError as exc:
-                log.warning("releaser: %s; retrying in 1 s", exc)
+            except Exception:
+                log.exception("releaser failed; starting again in 1 s")
                 self.stopping.wait(1.0)
 
     def stop(self) -> None:
@@ -350,20 +351,22 @@ class Releaser(threading.Thread):
 
 
 class ReleaserStep(bootsteps.StartStopStep):
-    """Runs a :class:`Releaser` in every Celery worker, so timing needs no extra process."""
+    """Starts ``kingtask release`` beside every Celery worker, so timing needs no extra service.
+
+    The releaser runs in a child process of the worker rather than a thread:
+    building thousands of messages for a burst of due tasks would otherwise
+    hold the interpreter lock that the worker's consumer needs to hand tasks to
+    its pool. The child dies with the worker.
+    """
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.releaser: Releaser | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, worker: Any) -> None:
-        from kingtask.tasks import scheduler
-
-        self.releaser = Releaser(scheduler())
-        self.releaser.start()
+        self.process = processes.spawn([sys.executable, "-m", "kingtask.cli", "release"])
 
     def stop(self, worker: Any) -> None:
-        if self.releaser is not None:
-            self.releaser.stop()
+        processes.stop(self.process, timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,15 @@ log = logging.getLogger(__name__)
 v1 = Blueprint("v1", __name__, url_prefix="/api/v1")
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the views use, built once per application."""
+
+    settings: config.Settings
+    store: Store
+    scheduler: Scheduler
+
+
 def create_app(settings: config.Settings | None = None) -> Flask:
     """Build the API application.
 
@@ -34,7 +44,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     store = Store(
         connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
     )
-    app.extensions["kingtask"] = (settings, store, Scheduler(store))
+    app.extensions["kingtask"] = Services(settings, store, Scheduler(store))
     app.register_blueprint(v1)
     app.register_error_handler(Exception, handle_error)
     return app
@@ -66,12 +76,8 @@ def handle_error(error: Exception) -> Response:
     return json_response("internal error", 500)
 
 
-def _settings() -> config.Settings:
-    return current_app.extensions["kingtask"][0]
-
-
-def _store() -> Store:
-    return current_app.extensions["kingtask"][1]
+def _services() -> Services:
+    return current_app.extensions["kingtask"]
 
 
 def request_params() -> dict[str, Any]:
@@ -92,12 +98,8 @@ def request_params() -> dict[str, Any]:
     return params
 
 
-def _scheduler() -> Scheduler:
-    return current_app.extensions["kingtask"][2]
-
-
 def _submit(spec: models.TaskSpec) -> Response:
-    _scheduler().submit(spec)
+    _services().scheduler.submit(spec)
     return json_response(spec.uuid)
 
 
@@ -105,48 +107,50 @@ def _submit(spec: models.TaskSpec) -> Response:
 @v1.post("/task/script")
 def submit_script() -> Response:
     return _submit(
-        models.script_spec(request_params(), max_task_run_time=_settings().max_task_run_time)
+        models.script_spec(
+            request_params(), max_task_run_time=_services().settings.max_task_run_time
+        )
     )
 
 
 @v1.post("/task/rpc")
 def submit_rpc() -> Response:
     return _submit(
-        models.rpc_spec(request_params(), max_task_run_time=_settings().max_task_run_time)
+        models.rpc_spec(request_params(), max_task_run_time=_services().settings.max_task_run_time)
     )
 
 
 @v1.get("/task/result/<uuid>")
 def result(uuid: str) -> Response:
-    return json_response(_store().result(models.parse_uuid(uuid)))
+    return json_response(_services().store.result(models.parse_uuid(uuid)))
 
 
 @v1.get("/task/count/undo")
 def count_undo() -> Response:
-    return json_response(_store().undo_count())
+    return json_response(_services().store.undo_count())
 
 
 @v1.delete("/task/<uuid>")
 def cancel(uuid: str) -> Response:
     """Extension: cancel a task that waits for its start time or a retry, or is queued."""
     uuid = models.parse_uuid(uuid)
-    answer = _scheduler().cancel(uuid)
+    answer = _services().scheduler.cancel(uuid)
     if answer == "running":
         raise InvalidRequest("the task is running and cannot be cancelled")
     if answer == "finished":
         raise InvalidRequest("the task has finished, or is unknown")
-    return json_response(_store().result(uuid))
+    return json_response(_services().store.result(uuid))
 
 
 @v1.get("/task/count/scheduled")
 def count_scheduled() -> Response:
     """Extension: tasks whose next attempt waits for its time."""
-    return json_response(_scheduler().scheduled_count())
+    return json_response(_services().scheduler.scheduled_count())
 
 
 @v1.get("/task/result/<any(success, failure):outcome>/<date>")
 def count_day(outcome: str, date: str) -> Response:
-    return json_response(_store().daily_count(outcome, models.parse_date(date)))
+    return json_response(_services().store.daily_count(outcome, models.parse_date(date)))
 
 
 @v1.get("/openapi.json")

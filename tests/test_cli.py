@@ -15,25 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from kingtask.processes import descendants
+
 from .conftest import ROOT, SCRATCH, Process, free_port, wait_for
-
-
-def descendants(pid: int) -> set[int]:
-    """Every living process below ``pid``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found |= frontier
-    return found
 
 
 def alive(pid: int) -> bool:
