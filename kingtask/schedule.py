@@ -287,11 +287,7 @@ class Scheduler:
             )
         )
         if answer > 0:
-            parked = Parked(spec.kind, attempt, spec.to_message())
-            self._enqueue(
-                keys=[keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE],
-                args=[spec.uuid, 0, "", answer, parked.to_json(), "", "", "", keys.WAKE],
-            )
+            self._schedule(spec, attempt, answer, accept=False, record="")
         return answer == 0
 
     def cancel(self, uuid: str) -> str:
@@ -320,7 +316,7 @@ class Scheduler:
 
 
 class Releaser(threading.Thread):
-    """Releases due attempts, in the background of a worker."""
+    """Releases due attempts until stopped: ``kingtask release`` runs one beside each worker."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         super().__init__(name="kingtask-releaser", daemon=True)
