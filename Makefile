@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The example web API of the seed's rpc example runs beside kingtask, on 127.0.0.1:1323.
 run: $(STAMP)
+	$(BIN)/python examples/sum_api.py & trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
 	KINGTASK_BIN_PATH="$${KINGTASK_BIN_PATH:-examples/bin}" $(BIN)/kingtask run
 
 test: $(STAMP) lint
