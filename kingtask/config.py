@@ -69,6 +69,10 @@ class Settings:
     """Environment variables passed from the worker to scripts; nothing else is."""
     concurrency: int = 0
     """Worker processes per worker; 0 means one per CPU core."""
+    rpc_allowed_hosts: tuple[str, ...] = ()
+    """Hosts rpc tasks may call; empty: any host but link-local addresses."""
+    auth_token: str = ""
+    """When set, the API requires ``Authorization: Bearer <auth_token>``."""
     visibility_timeout: int = 0
     """Seconds before Celery delivers an unacknowledged message again; 0: longer than
     the longest attempt can run."""

@@ -8,12 +8,15 @@ abandoned when its time is up.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -24,6 +27,7 @@ KILL_GRACE = 2.0
 DRAIN_TIME = 1.0
 """Seconds to collect output still buffered in the pipes after the group is killed."""
 USER_AGENT = "kingtask"
+MAX_REDIRECTS = 5
 
 
 class NotRunnable(Exception):
@@ -187,11 +191,69 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         os.killpg(pgid, signum)
 
 
-def call_rpc(method: str, url: str, args: str, *, timeout: float, max_output_bytes: int) -> Outcome:
+class Refused(Exception):
+    """Raised when a URL is not one an rpc task may call; the message says why."""
+
+
+def check_url(url: str, allowed_hosts: Collection[str] = ()) -> None:
+    """Refuse what an rpc task may not call, before connecting and at every redirect.
+
+    Only http and https. With ``allowed_hosts``, only those hosts; without, any
+    host but one that resolves to a link-local address (169.254.0.0/16,
+    fe80::/10: where cloud metadata services answer).
+
+    Raises:
+        Refused: with the failure message for the task.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise Refused(f"url not allowed: {url[:200]}: only http:// and https:// URLs")
+    if allowed_hosts:
+        if host not in allowed_hosts:
+            raise Refused(f"url not allowed: host {host} is not in rpc_allowed_hosts")
+        return
+    try:
+        found = socket.getaddrinfo(host, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise Refused(f"request failed: cannot resolve {host}: {exc}") from None
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if ip.is_link_local or (mapped is not None and mapped.is_link_local):
+            raise Refused(f"url not allowed: {host} is a link-local address")
+
+
+class _CheckedSession(requests.Session):
+    """A session that checks every redirect target and ignores the environment."""
+
+    def __init__(self, allowed_hosts: Collection[str]) -> None:
+        super().__init__()
+        self.allowed_hosts = allowed_hosts
+        self.max_redirects = MAX_REDIRECTS
+        self.trust_env = False  # never send proxy settings or .netrc credentials
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target:
+            check_url(urljoin(resp.url, target), self.allowed_hosts)
+        return target
+
+
+def call_rpc(
+    method: str,
+    url: str,
+    args: str,
+    *,
+    timeout: float,
+    max_output_bytes: int,
+    allowed_hosts: Collection[str] = (),
+) -> Outcome:
     """Call a web API; a 2xx status is success and the body is the message.
 
     POST and PUT send ``args`` as a JSON body; GET and DELETE send its members
     as query parameters. ``timeout`` bounds connecting, waiting and reading.
+    See :func:`check_url` for what may be called.
     """
     request: dict[str, object] = {"headers": {"User-Agent": USER_AGENT}}
     if method in ("GET", "DELETE"):
@@ -201,10 +263,14 @@ def call_rpc(method: str, url: str, args: str, *, timeout: float, max_output_byt
         request["headers"] = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
     deadline = time.monotonic() + timeout
     try:
-        with requests.Session() as session:
-            session.trust_env = False  # never send proxy settings or .netrc credentials
-            with session.request(method, url, timeout=timeout, stream=True, **request) as response:
-                body = _read_body(response, deadline, max_output_bytes)
+        check_url(url, allowed_hosts)
+        with (
+            _CheckedSession(allowed_hosts) as session,
+            session.request(method, url, timeout=timeout, stream=True, **request) as response,
+        ):
+            body = _read_body(response, deadline, max_output_bytes)
+    except Refused as exc:
+        return Outcome(False, str(exc))
     except (_Expired, requests.Timeout):
         return Outcome(False, f"timed out after {timeout:g} s")
     except requests.RequestException as exc:

@@ -71,6 +71,7 @@ def run(spec: TaskSpec, settings: config.Settings, timeout: float) -> Outcome:
             job.args,
             timeout=timeout,
             max_output_bytes=settings.max_output_bytes,
+            allowed_hosts=settings.rpc_allowed_hosts,
         )
     return runners.run_script(
         settings.bin_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from dataclasses import dataclass
@@ -78,6 +79,20 @@ def handle_error(error: Exception) -> Response:
 
 def _services() -> Services:
     return current_app.extensions["kingtask"]
+
+
+@v1.before_request
+def require_token() -> Response | None:
+    """With ``auth_token`` set, every endpoint but the OpenAPI document needs it."""
+    token = _services().settings.auth_token
+    if not token or request.endpoint == "v1.openapi":
+        return None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    response = json_response("missing or wrong bearer token", 401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="kingtask"'
+    return response
 
 
 def request_params() -> dict[str, Any]:

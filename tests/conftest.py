@@ -223,7 +223,7 @@ def wait_result(store: Store, uuid: str, timeout: float = 20.0) -> dict[str, Any
 
 
 class Handler(BaseHTTPRequestHandler):
-    """Endpoints for rpc tasks: /sum, /echo, /status/<code>, /slow?seconds=N, /redirect."""
+    """Endpoints for rpc tasks: /sum, /echo, /status/<code>, /slow, /big, /redirect?to=&code=."""
 
     protocol_version = "HTTP/1.1"
 
@@ -259,6 +259,11 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/slow":
             time.sleep(float(query.get("seconds", "5")))
             self._reply(200, "slow done")
+        elif url.path == "/redirect":
+            self.send_response(int(query.get("code", "302")))
+            self.send_header("Location", query["to"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif url.path == "/big":
             self._reply(200, "y" * int(query["bytes"]))
         else:

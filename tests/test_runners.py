@@ -207,3 +207,61 @@ def test_a_refused_connection_fails_with_the_reason() -> None:
 
 def test_an_rpc_response_body_is_capped(http_server: str) -> None:
     assert call("GET", f"{http_server}/big?bytes=300000", cap=100) == Outcome(True, "y" * 100)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://[::ffff:169.254.169.254]/",
+    ],
+)
+def test_link_local_addresses_are_refused(url: str) -> None:
+    outcome = call(url=url, method="GET")
+    assert not outcome.success
+    assert outcome.message.endswith("is a link-local address")
+    assert outcome.message.startswith("url not allowed:")
+
+
+def test_with_an_allowlist_only_those_hosts_are_called(http_server: str) -> None:
+    refused = runners.call_rpc(
+        "GET",
+        f"{http_server}/sum?a=1&b=2",
+        "",
+        timeout=5,
+        max_output_bytes=CAP,
+        allowed_hosts=("api.local",),
+    )
+    assert refused == Outcome(False, "url not allowed: host 127.0.0.1 is not in rpc_allowed_hosts")
+    allowed = runners.call_rpc(
+        "GET",
+        f"{http_server}/sum?a=1&b=2",
+        "",
+        timeout=5,
+        max_output_bytes=CAP,
+        allowed_hosts=("127.0.0.1",),
+    )
+    assert allowed == Outcome(True, "3")
+
+
+def test_redirects_are_followed_and_checked_again(http_server: str) -> None:
+    to_sum = f"{http_server}/redirect?code=307&to=/sum"
+    assert call("POST", to_sum, '{"a":1,"b":2}') == Outcome(True, "3")
+    to_metadata = f"{http_server}/redirect?to=http://169.254.169.254/latest/meta-data/"
+    assert call("GET", to_metadata) == Outcome(
+        False, "url not allowed: 169.254.169.254 is a link-local address"
+    )
+    to_file = f"{http_server}/redirect?to=file:///etc/passwd"
+    assert call("GET", to_file).message.startswith("url not allowed: file:///etc/passwd")
+
+
+def test_the_workers_proxy_settings_and_credentials_are_not_used(
+    http_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login user password secret\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    echo = json.loads(call("GET", f"{http_server}/echo").message)
+    assert "authorization" not in echo["headers"]

@@ -253,3 +253,28 @@ def test_unknown_paths_and_methods_answer_json(client: Any) -> None:
     ) == (404, "not found")
     response = client.get("/api/v1/task/script")
     assert (response.status_code, response.get_json()) == (405, "method not allowed")
+
+
+def test_with_an_auth_token_every_endpoint_needs_it(settings: config.Settings) -> None:
+    client = create_app(replace(settings, auth_token="s3cret")).test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        response = client.get("/api/v1/task/count/undo", headers=headers)
+        assert (response.status_code, response.get_json()) == (401, "missing or wrong bearer token")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = client.post("/api/v1/task", json={"bin_name": "sum"})
+    assert response.status_code == 401
+    good = {"Authorization": "Bearer s3cret"}
+    assert client.get("/api/v1/task/count/undo", headers=good).status_code == 200
+    assert client.get("/api/v1/openapi.json").status_code == 200  # the document stays public
+
+
+def test_internal_errors_show_no_trace_or_path(settings: config.Settings) -> None:
+    app = create_app(settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError(f"secret detail in {__file__}")
+
+    response = app.test_client().get("/boom")
+    assert (response.status_code, response.get_json()) == (500, "internal error")
+    assert b"Traceback" not in response.get_data()
