@@ -30,10 +30,15 @@ worker_concurrency = _settings.concurrency or None
 task_time_limit = _settings.max_task_run_time + KILL_GRACE + 60
 
 # Nothing waits in Celery (kingtask.schedule parks every wait in Redis), so a
-# message is unacknowledged only while its attempt runs: it must not be
-# delivered again before the longest attempt could have ended.
+# message is unacknowledged only while its attempt runs. When its worker dies,
+# Celery delivers it again after the visibility timeout (the lease) and a sweep
+# (every quarter lease, at most 10 s); kingtask's attempt lease, renewed while
+# the attempt runs, keeps a long attempt from running twice.
+_visibility_timeout = _settings.visibility_timeout or _settings.lease
 broker_transport_options = {
-    "visibility_timeout": _settings.visibility_timeout or task_time_limit + 60
+    "visibility_timeout": _visibility_timeout,
+    "unacked_restore_interval": max(1, min(10, _visibility_timeout // 4)),
+    "unacked_restore_throttle": 1,
 }
 
 # Flower shows tasks with their names and arguments.

@@ -73,9 +73,11 @@ class Settings:
     """Hosts rpc tasks may call; empty: any host but link-local addresses."""
     auth_token: str = ""
     """When set, the API requires ``Authorization: Bearer <auth_token>``."""
+    lease: int = 60
+    """Seconds after which the attempt of a dead worker runs again; running attempts
+    renew their lease, so a long one never runs twice."""
     visibility_timeout: int = 0
-    """Seconds before Celery delivers an unacknowledged message again; 0: longer than
-    the longest attempt can run."""
+    """Seconds before Celery delivers an unacknowledged message again; 0: ``lease``."""
     web_workers: int = 0
     """gunicorn worker processes; 0 means two per CPU core, plus one."""
     flower_addr: str = "127.0.0.1:5555"

@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -162,6 +164,19 @@ return '0'
 """
 )
 
+# Extend the lease of attempt ARGV[2] of ARGV[1], still running here, to ARGV[3].
+_RENEW = (
+    _LEASE
+    + """
+local attempt, lease = lease_of(redis.call('HGET', KEYS[1], ARGV[1]))
+if attempt == tonumber(ARGV[2]) and lease > 0 then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+    return 1
+end
+return 0
+"""
+)
+
 # Cancel a task that is not running: drop whatever waits for it and finish it
 # as a failure. Returns 'cancelled', 'finished' or 'running'.
 _CANCEL = (
@@ -218,6 +233,7 @@ class Scheduler:
         self._claim = self.client.register_script(_CLAIM)
         self._push = self.client.register_script(_PUSH)
         self._begin = self.client.register_script(_BEGIN)
+        self._renew = self.client.register_script(_RENEW)
         self._cancel = self.client.register_script(_CANCEL)
 
     # -- entering the schedule ---------------------------------------------------
@@ -272,6 +288,35 @@ class Scheduler:
                 return float(next_due) if next_due else None
 
     # -- attempts -------------------------------------------------------------------
+
+    @contextmanager
+    def holding(self, spec: TaskSpec, attempt: int, lease: float) -> Iterator[bool]:
+        """Begin an attempt and, while it runs, renew its lease every third of it.
+
+        Yields whether to run this delivery (see :meth:`begin`). A worker that
+        dies stops renewing: another runs the attempt once the lease ran out.
+        """
+        if not self.begin(spec, attempt, lease):
+            yield False
+            return
+        stopped = threading.Event()
+
+        def renew() -> None:
+            while not stopped.wait(lease / 3):
+                try:
+                    self._renew(
+                        keys=[keys.ATTEMPTS], args=[spec.uuid, attempt, time.time() + lease]
+                    )
+                except Exception:
+                    log.exception("cannot renew the lease of %s", spec.uuid)
+
+        heartbeat = threading.Thread(target=renew, name="kingtask-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            yield True
+        finally:
+            stopped.set()
+            heartbeat.join()
 
     def begin(self, spec: TaskSpec, attempt: int, lease: float) -> bool:
         """Whether to run this delivery of an attempt, holding it for ``lease`` seconds.

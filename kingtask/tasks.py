@@ -14,9 +14,6 @@ from kingtask.app import app
 from kingtask.models import Outcome, Rpc, TaskSpec
 from kingtask.store import Store, connect
 
-LEASE_MARGIN = 30.0
-"""Seconds an attempt's lease outlasts its deadline and kill grace."""
-
 
 @functools.cache
 def store() -> Store:
@@ -49,10 +46,10 @@ def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
 def attempt_task(spec: TaskSpec, attempt: int) -> None:
     """Run one attempt, unless it is a duplicate; finish the task, or schedule a retry."""
     settings = config.current()
-    timeout = spec.max_run_time or settings.task_run_time
-    if not scheduler().begin(spec, attempt, lease=timeout + runners.KILL_GRACE + LEASE_MARGIN):
-        return
-    outcome = run(spec, settings, timeout)
+    with scheduler().holding(spec, attempt, lease=settings.lease) as mine:
+        if not mine:
+            return
+        outcome = run(spec, settings, spec.max_run_time or settings.task_run_time)
     delay = schedule.retry_delay(spec.time_interval, attempt)
     if outcome.success or delay is None:
         store().finish(spec.uuid, outcome, datetime.now(UTC))

@@ -1,0 +1,126 @@
+"""Dead workers: their attempts run again within the lease, and long attempts never twice.
+
+Workers here have a 4 s lease, and so a 4 s visibility timeout: Celery's Redis
+transport looks for unacknowledged messages to deliver again every second.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from kingtask.embedded import EmbeddedRedis
+from kingtask.processes import descendants
+from kingtask.store import Store, connect
+
+from .conftest import SCRATCH, start_web, start_worker, wait_for, wait_result
+
+LEASE = 4
+RESTORE_EVERY = 1  # a quarter of the lease
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[tuple[str, Store, dict[str, str]]]:
+    with EmbeddedRedis(SCRATCH / "recovery") as redis_server:
+        env = {**os.environ, "KINGTASK_REDIS_URL": redis_server.url, "KINGTASK_LEASE": str(LEASE)}
+        web, url = start_web("recovery-web", env=env)
+        try:
+            yield (
+                f"{url}/api/v1",
+                Store(connect(redis_server.url), result_keep_time=60, zone=None),
+                env,
+            )
+        finally:
+            web.stop()
+
+
+def starts(record: Path) -> list[float]:
+    if not record.exists():
+        return []
+    return [
+        float(line.split()[1])
+        for line in record.read_text().splitlines()
+        if line.startswith("start")
+    ]
+
+
+def submit(api: str, **params: object) -> str:
+    return requests.post(f"{api}/task", json=params, timeout=10).json()
+
+
+def test_a_task_whose_whole_worker_was_killed_runs_again_within_the_lease(
+    system: tuple[str, Store, dict[str, str]], tmp_path: Path
+) -> None:
+    api, store, env = system
+    doomed = start_worker("doomed", env=env, concurrency=1)
+    record = tmp_path / "record"
+    uuid = submit(api, bin_name="record", args=f"{record} task 4")
+    wait_for(lambda: starts(record))
+    for pid in descendants(doomed.pid):  # the machine dies: worker, pool, the running script
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    rescuer = start_worker("rescuer", env=env, concurrency=1)
+    try:
+        assert wait_result(store, uuid, timeout=40)["is_success"] == 1
+        again = starts(record)[1]
+        assert again - killed_at < LEASE + RESTORE_EVERY + 5
+        time.sleep(1)
+        assert len(starts(record)) == 2
+    finally:
+        rescuer.stop()
+
+
+def test_a_task_whose_pool_process_was_killed_runs_again_after_the_lease(
+    system: tuple[str, Store, dict[str, str]], tmp_path: Path
+) -> None:
+    api, store, env = system
+    worker = start_worker("pool", env=env, concurrency=2)
+    try:
+        record = tmp_path / "record"
+        uuid = submit(api, bin_name="record", args=f"{record} task 1")
+        wait_for(lambda: starts(record))
+        script = next(pid for pid in descendants(worker.pid) if "bin/record" in _cmdline(pid))
+        runner = _parent(script)  # the pool process running the task
+        assert runner != worker.pid
+        os.kill(runner, signal.SIGKILL)
+        killed_at = time.time()
+        assert wait_result(store, uuid, timeout=30)["is_success"] == 1
+        assert len(starts(record)) == 2
+        assert starts(record)[1] - killed_at < LEASE + 3
+    finally:
+        worker.stop()
+
+
+def test_an_attempt_longer_than_the_lease_runs_once(
+    system: tuple[str, Store, dict[str, str]], tmp_path: Path
+) -> None:
+    api, store, env = system
+    worker = start_worker("long", env=env, concurrency=2)
+    try:
+        record = tmp_path / "record"
+        seconds = LEASE + RESTORE_EVERY + 3  # Celery delivers it again meanwhile
+        uuid = submit(api, bin_name="record", args=f"{record} long {seconds}", max_run_time=60)
+        assert wait_result(store, uuid, timeout=60)["is_success"] == 1
+        time.sleep(LEASE + 1)
+        assert len(starts(record)) == 1
+        deliveries = worker.output().count(f"kingtask.script[{uuid}] received")
+        assert deliveries >= 2, "the visibility timeout should have delivered it again"
+    finally:
+        worker.stop()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
