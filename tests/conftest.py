@@ -197,6 +197,14 @@ def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
 
 
+def starts(record: Path) -> list[float]:
+    """When each run of ``tests/bin/record`` writing to ``record`` started."""
+    if not record.exists():
+        return []
+    lines = record.read_text().splitlines()
+    return [float(line.split()[1]) for line in lines if line.startswith("start")]
+
+
 def queued_messages(store: Store) -> list[dict[str, Any]]:
     """The Celery messages waiting in the queue, oldest first: task name, eta, kwargs."""
     messages = []

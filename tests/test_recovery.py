@@ -19,7 +19,7 @@ from kingtask.embedded import EmbeddedRedis
 from kingtask.processes import descendants
 from kingtask.store import Store, connect
 
-from .conftest import SCRATCH, start_web, start_worker, wait_for, wait_result
+from .conftest import SCRATCH, start_web, start_worker, starts, wait_for, wait_result
 
 LEASE = 4
 RESTORE_EVERY = 1  # a quarter of the lease
@@ -38,16 +38,6 @@ def system() -> Iterator[tuple[str, Store, dict[str, str]]]:
             )
         finally:
             web.stop()
-
-
-def starts(record: Path) -> list[float]:
-    if not record.exists():
-        return []
-    return [
-        float(line.split()[1])
-        for line in record.read_text().splitlines()
-        if line.startswith("start")
-    ]
 
 
 def submit(api: str, **params: object) -> str:

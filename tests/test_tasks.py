@@ -16,7 +16,7 @@ from kingtask import keys
 from kingtask.embedded import EmbeddedRedis
 from kingtask.store import Store, connect, day
 
-from .conftest import SCRATCH, Process, start_web, start_worker, wait_result
+from .conftest import SCRATCH, Process, start_web, start_worker, starts, wait_result
 
 
 @pytest.fixture(autouse=True)
@@ -32,14 +32,6 @@ def submit(client: Any, path: str = "/api/v1/task", **params: Any) -> str:
 
 def today() -> str:
     return day(datetime.now().astimezone(), None)
-
-
-def runs(record: Path) -> list[float]:
-    return [
-        float(line.split()[1])
-        for line in record.read_text().splitlines()
-        if line.startswith("start")
-    ]
 
 
 def test_the_seeds_script_example_gives_46(client: Any, store: Store) -> None:
@@ -82,9 +74,9 @@ def test_a_failing_task_is_retried_after_each_delay_until_it_succeeds(
     assert store.result(uuid)["is_result_exist"] == 0  # a retry is pending: no result yet
     assert store.client.sismember(keys.UNDO, uuid)
     assert wait_result(store, uuid) == {"is_result_exist": 1, "is_success": 1, "message": "3"}
-    starts = [float(line) for line in counter.read_text().split()]
-    assert len(starts) == 3
-    assert all(later - earlier >= 0.95 for earlier, later in itertools.pairwise(starts))
+    attempts = [float(line) for line in counter.read_text().split()]
+    assert len(attempts) == 3
+    assert all(later - earlier >= 0.95 for earlier, later in itertools.pairwise(attempts))
     assert store.daily_count("success", today()) == successes + 1
 
 
@@ -119,7 +111,7 @@ def test_a_task_starts_at_its_start_time_not_before(
     time.sleep(1)
     assert not record.exists()
     assert wait_result(store, uuid)["is_success"] == 1
-    assert start_time <= runs(record)[0] < start_time + 1.5
+    assert start_time <= starts(record)[0] < start_time + 1.5
 
 
 def test_max_run_time_kills_a_task_that_runs_too_long(client: Any, store: Store) -> None:

@@ -17,7 +17,7 @@ import requests
 from kingtask.embedded import EmbeddedRedis
 from kingtask.store import Store, connect
 
-from .conftest import SCRATCH, Process, start_web, start_worker, wait_result
+from .conftest import SCRATCH, Process, start_web, start_worker, starts, wait_result
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +42,6 @@ def submit(api: str, path: str = "/task", **params: object) -> str:
     response = requests.post(f"{api}{path}", json=params, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def starts(record: Path) -> list[float]:
-    if not record.exists():
-        return []
-    return [
-        float(line.split()[1])
-        for line in record.read_text().splitlines()
-        if line.startswith("start")
-    ]
 
 
 def test_a_wait_longer_than_the_visibility_timeout_runs_once(
