@@ -179,7 +179,7 @@ def release() -> int:
 
     Every Celery worker starts one of these beside itself; more are harmless.
     """
-    from kingtask.schedule import Releaser
+    from kingtask.releaser import Releaser
     from kingtask.tasks import scheduler
 
     logging.basicConfig(

@@ -2,26 +2,26 @@
 
 An attempt that is due now is pushed onto Celery's queue at once. Any other
 waits in Redis, never in a worker: it is *parked* in a sorted set scored by its
-due time, with its message fields beside it (a few hundred bytes). A
-:class:`Releaser` thread in every worker sleeps until the earliest due time (or
-until a new, earlier one is parked), *claims* the due entries with a lease,
-publishes them and drops the claims. Claiming and publishing are each one Lua
-script; an entry whose claim expires — its releaser died in between — is
-released again. So waits of any length survive restarts of every process, cost
-workers no memory, and are never redelivered by Celery's visibility timeout.
+due time, with its message fields beside it (a few hundred bytes). A releaser
+beside every worker (:mod:`kingtask.releaser`) sleeps until the earliest due
+time, or until a new, earlier one is parked, then *claims* the due entries with
+a lease, publishes them and drops the claims. Claiming and publishing are each
+one Lua script; an entry whose claim expires — its releaser died in between —
+is released again. So waits of any length survive restarts of every process,
+cost workers no memory, and are never redelivered by Celery's visibility
+timeout.
 
-Each attempt is guarded when it starts (:meth:`Scheduler.begin`): a duplicate
-delivery of an attempt that finished, or of a task that finished, is dropped;
-one of an attempt still running elsewhere is parked until that attempt's lease
-ends and then looked at again.
+Each attempt is guarded when it starts (:meth:`Scheduler.begin`) and holds a
+lease while it runs (:class:`Heartbeat`): a duplicate delivery of an attempt
+that finished, or of a task that finished, is dropped; one of an attempt still
+running elsewhere is parked until that attempt's lease ends and looked at again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
+import os
 import threading
 import time
 import uuid as uuidlib
@@ -29,11 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from celery import bootsteps
-
-from kingtask import keys, messages, processes
+from kingtask import keys, messages
 from kingtask.app import app
 from kingtask.messages import Publication
 from kingtask.models import Outcome, TaskSpec
@@ -289,35 +287,6 @@ class Scheduler:
 
     # -- attempts -------------------------------------------------------------------
 
-    @contextmanager
-    def holding(self, spec: TaskSpec, attempt: int, lease: float) -> Iterator[bool]:
-        """Begin an attempt and, while it runs, renew its lease every third of it.
-
-        Yields whether to run this delivery (see :meth:`begin`). A worker that
-        dies stops renewing: another runs the attempt once the lease ran out.
-        """
-        if not self.begin(spec, attempt, lease):
-            yield False
-            return
-        stopped = threading.Event()
-
-        def renew() -> None:
-            while not stopped.wait(lease / 3):
-                try:
-                    self._renew(
-                        keys=[keys.ATTEMPTS], args=[spec.uuid, attempt, time.time() + lease]
-                    )
-                except Exception:
-                    log.exception("cannot renew the lease of %s", spec.uuid)
-
-        heartbeat = threading.Thread(target=renew, name="kingtask-heartbeat", daemon=True)
-        heartbeat.start()
-        try:
-            yield True
-        finally:
-            stopped.set()
-            heartbeat.join()
-
     def begin(self, spec: TaskSpec, attempt: int, lease: float) -> bool:
         """Whether to run this delivery of an attempt, holding it for ``lease`` seconds.
 
@@ -334,6 +303,10 @@ class Scheduler:
         if answer > 0:
             self._schedule(spec, attempt, answer, accept=False, record="")
         return answer == 0
+
+    def renew(self, uuid: str, attempt: int, lease: float) -> None:
+        """Extend the lease of an attempt running here to ``lease`` seconds from now."""
+        self._renew(keys=[keys.ATTEMPTS], args=[uuid, attempt, time.time() + lease])
 
     def cancel(self, uuid: str) -> str:
         """Cancel a task that has not started: ``cancelled``, ``finished`` or ``running``.
@@ -360,54 +333,45 @@ class Scheduler:
             return sum(pipeline.execute())
 
 
-class Releaser(threading.Thread):
-    """Releases due attempts until stopped: ``kingtask release`` runs one beside each worker."""
+class Heartbeat:
+    """Holds the leases of the attempts running in this process, renewed from one thread.
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        super().__init__(name="kingtask-releaser", daemon=True)
-        self.scheduler = scheduler
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                with self.scheduler.client.pubsub(ignore_subscribe_messages=True) as wake:
-                    wake.subscribe(keys.WAKE)
-                    while not self.stopping.is_set():
-                        next_due = self.scheduler.release_due()
-                        pause = (
-                            IDLE
-                            if next_due is None
-                            else min(max(next_due - time.time(), 0.0), IDLE)
-                        )
-                        if pause > 0:
-                            wake.get_message(timeout=pause)
-            except Exception:
-                log.exception("releaser failed; starting again in 1 s")
-                self.stopping.wait(1.0)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=5)
-
-
-class ReleaserStep(bootsteps.StartStopStep):
-    """Starts ``kingtask release`` beside every Celery worker, so timing needs no extra service.
-
-    The releaser runs in a child process of the worker rather than a thread:
-    building thousands of messages for a burst of due tasks would otherwise
-    hold the interpreter lock that the worker's consumer needs to hand tasks to
-    its pool. The child dies with the worker.
+    A worker that dies stops renewing: another runs the attempt once its lease
+    ran out. One that lives renews every third of the lease, so however long an
+    attempt runs, no other worker takes it over.
     """
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+    def __init__(self, scheduler: Scheduler, lease: float) -> None:
+        self.scheduler = scheduler
+        self.lease = lease
+        self.running: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.pid = 0
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.process: subprocess.Popen[bytes] | None = None
+    @contextmanager
+    def holding(self, spec: TaskSpec, attempt: int) -> Iterator[bool]:
+        """Begin an attempt and hold its lease while the body runs; yields whether to run it."""
+        if not self.scheduler.begin(spec, attempt, self.lease):
+            yield False
+            return
+        with self.lock:
+            if self.pid != os.getpid():  # the first attempt in this (forked) process
+                self.pid = os.getpid()
+                threading.Thread(target=self._beat, name="kingtask-heartbeat", daemon=True).start()
+            self.running[spec.uuid] = attempt
+        try:
+            yield True
+        finally:
+            with self.lock:
+                self.running.pop(spec.uuid, None)
 
-    def start(self, worker: Any) -> None:
-        self.process = processes.spawn([sys.executable, "-m", "kingtask.cli", "release"])
-
-    def stop(self, worker: Any) -> None:
-        processes.stop(self.process, timeout=5)
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.lease / 3)
+            with self.lock:
+                held = list(self.running.items())
+            for uuid, attempt in held:
+                try:
+                    self.scheduler.renew(uuid, attempt, self.lease)
+                except Exception:
+                    log.exception("cannot renew the lease of %s", uuid)

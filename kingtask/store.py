@@ -36,7 +36,14 @@ def connect(url: str) -> redis.Redis:
     """A Redis client for a URL as Celery takes it (``redis+socket://`` included)."""
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    # Bounded waits: with Redis away the API answers 503 in seconds, never hangs.
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        socket_timeout=30,
+    )
 
 
 def day(when: datetime, zone: tzinfo | None) -> str:

@@ -12,6 +12,7 @@ from celery import Task
 from kingtask import config, runners, schedule
 from kingtask.app import app
 from kingtask.models import Outcome, Rpc, TaskSpec
+from kingtask.releaser import ReleaserStep
 from kingtask.store import Store, connect
 
 
@@ -28,7 +29,12 @@ def scheduler() -> schedule.Scheduler:
     return schedule.Scheduler(store())
 
 
-app.steps["worker"].add(schedule.ReleaserStep)
+@functools.cache
+def heartbeat() -> schedule.Heartbeat:
+    return schedule.Heartbeat(scheduler(), config.current().lease)
+
+
+app.steps["worker"].add(ReleaserStep)
 
 
 @app.task(name="kingtask.script", bind=True)
@@ -46,7 +52,7 @@ def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
 def attempt_task(spec: TaskSpec, attempt: int) -> None:
     """Run one attempt, unless it is a duplicate; finish the task, or schedule a retry."""
     settings = config.current()
-    with scheduler().holding(spec, attempt, lease=settings.lease) as mine:
+    with heartbeat().holding(spec, attempt) as mine:
         if not mine:
             return
         outcome = run(spec, settings, spec.max_run_time or settings.task_run_time)

@@ -19,6 +19,7 @@ import pytest
 
 from kingtask import keys, schedule
 from kingtask.models import Outcome, Script, TaskSpec, new_uuid
+from kingtask.releaser import Releaser
 from kingtask.schedule import Scheduler
 from kingtask.store import Store, day
 
@@ -298,7 +299,7 @@ def test_the_api_cancels_and_counts_waiting_tasks(client: Any, store: Store) -> 
 
 
 def test_a_releaser_thread_wakes_for_an_earlier_task(scheduler: Scheduler, store: Store) -> None:
-    releaser = schedule.Releaser(scheduler)
+    releaser = Releaser(scheduler)
     releaser.start()
     try:
         later = spec(start_time=time.time() + 3600)
