@@ -7,7 +7,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 
 from kingtask import config, runners, schedule
 from kingtask.app import app
@@ -50,6 +52,18 @@ def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
 
 
 def attempt_task(spec: TaskSpec, attempt: int) -> None:
+    """Run one attempt; when Redis cannot be reached, leave its message to come again.
+
+    The message stays unacknowledged, so Celery delivers it again once Redis is
+    back and the visibility timeout passed: the task is run again rather than lost.
+    """
+    try:
+        _attempt(spec, attempt)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Reject(f"redis unavailable: {exc}", requeue=True) from exc
+
+
+def _attempt(spec: TaskSpec, attempt: int) -> None:
     """Run one attempt, unless it is a duplicate; finish the task, or schedule a retry."""
     settings = config.current()
     with heartbeat().holding(spec, attempt) as mine:

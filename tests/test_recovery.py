@@ -114,3 +114,29 @@ def _cmdline(pid: int) -> str:
 
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_task_whose_redis_went_away_mid_attempt_is_not_lost(tmp_path: Path) -> None:
+    data = SCRATCH / "outage"
+    redis_server = EmbeddedRedis(data)
+    redis_server.start()
+    env = {**os.environ, "KINGTASK_REDIS_URL": redis_server.url, "KINGTASK_LEASE": str(LEASE)}
+    worker = start_worker("outage", env=env, concurrency=1)
+    try:
+        store = Store(connect(redis_server.url), result_keep_time=60, zone=None)
+        web, url = start_web("outage-web", env=env)
+        record = tmp_path / "record"
+        uuid = requests.post(
+            f"{url}/api/v1/task", json={"bin_name": "record", "args": f"{record} task 3"}
+        ).json()
+        web.stop()
+        wait_for(lambda: starts(record))
+        time.sleep(1.2)  # the append-only file has the task
+        redis_server.stop()  # Redis goes away while the attempt runs, and its finish fails
+        time.sleep(15)  # longer than the Redis client's own retries
+        redis_server.start()
+        assert wait_result(store, uuid, timeout=60)["is_success"] == 1
+        assert len(starts(record)) >= 2  # run again: at least once, never lost
+    finally:
+        worker.stop()
+        redis_server.stop()
