@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -47,7 +45,7 @@ from bench.harness import (
 from kingtask import keys, messages
 from kingtask.embedded import EmbeddedRedis
 from kingtask.models import Script, TaskSpec, new_uuid
-from kingtask.processes import descendants
+from kingtask.processes import descendants, kill
 from kingtask.schedule import Parked, Scheduler
 from kingtask.store import Store, connect
 
@@ -240,8 +238,7 @@ class Timing:
                        timeout=300, what="first attempts")  # fmt: skip
             time.sleep(1.5)  # the embedded Redis writes its append-only file every second
             killed = descendants(first.pid)
-            for pid in killed:
-                os.kill(pid, signal.SIGKILL)
+            kill(killed)
         with started([*KINGTASK, "run"], env, self.scratch / "run-2.log", "Press Ctrl-C"):
             store = Store(
                 connect(f"redis+socket://{data_dir / 'redis.sock'}"), result_keep_time=1, zone=None

@@ -45,10 +45,20 @@ def stop(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
-        for pid in descendants(process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill(descendants(process.pid))
         process.wait()
+
+
+def kill(pids: set[int]) -> None:
+    """SIGKILL to all of ``pids`` at once, as if their machine died.
+
+    All are stopped first: a worker must not see its task's script die and
+    record that as the task's outcome before it is killed itself.
+    """
+    for signum in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
 
 def descendants(pid: int) -> set[int]:

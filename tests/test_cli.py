@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from kingtask.processes import descendants
+from kingtask.processes import descendants, kill
 
 from .conftest import ROOT, SCRATCH, Process, free_port, wait_for
 
@@ -141,9 +141,8 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
 
 def kill_tree(process: Process) -> None:
     """kill -9 of kingtask run and every process below it, the embedded Redis included."""
-    tree = descendants(process.pid) | {process.pid}
-    for pid in tree:
-        os.kill(pid, signal.SIGKILL)
+    tree = descendants(process.pid)
+    kill(tree)
     wait_for(lambda: not any(alive(pid) for pid in tree), timeout=10)
 
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from kingtask.embedded import EmbeddedRedis
-from kingtask.processes import descendants
+from kingtask.processes import descendants, kill
 from kingtask.store import Store, connect
 
 from .conftest import SCRATCH, start_web, start_worker, starts, wait_for, wait_result
@@ -52,8 +52,7 @@ def test_a_task_whose_whole_worker_was_killed_runs_again_within_the_lease(
     record = tmp_path / "record"
     uuid = submit(api, bin_name="record", args=f"{record} task 4")
     wait_for(lambda: starts(record))
-    for pid in descendants(doomed.pid):  # the machine dies: worker, pool, the running script
-        os.kill(pid, signal.SIGKILL)
+    kill(descendants(doomed.pid))  # the machine dies: worker, pool, the running script
     killed_at = time.time()
     rescuer = start_worker("rescuer", env=env, concurrency=1)
     try:
