@@ -7,6 +7,7 @@ from datetime import datetime, tzinfo
 import redis
 
 from kingtask import keys
+from kingtask.config import Settings
 from kingtask.models import Outcome
 
 NO_RESULT = {"is_result_exist": 0, "is_success": 0, "message": ""}
@@ -59,6 +60,15 @@ class Store:
         self.result_keep_time = result_keep_time
         self.zone = zone
         self._finish = client.register_script(_FINISH)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store of a configured kingtask, with a client of its own."""
+        return cls(
+            connect(settings.redis_url),
+            result_keep_time=settings.result_keep_time,
+            zone=settings.zone,
+        )
 
     def finish(self, uuid: str, outcome: Outcome, when: datetime) -> bool:
         """Record a task's final outcome, once; False when it was finished already."""

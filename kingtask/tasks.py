@@ -15,15 +15,13 @@ from kingtask import config, runners, schedule
 from kingtask.app import app
 from kingtask.models import Outcome, Rpc, TaskSpec
 from kingtask.releaser import ReleaserStep
-from kingtask.store import Store, connect
+from kingtask.store import Store
 
 
 @functools.cache
 def store() -> Store:
     settings = config.current()
-    return Store(
-        connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
-    )
+    return Store.from_settings(settings)
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from kingtask import config, models
 from kingtask.errors import InvalidRequest, Unavailable
 from kingtask.schedule import Scheduler
-from kingtask.store import Store, connect
+from kingtask.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ def create_app(settings: config.Settings | None = None) -> Flask:
     settings = settings or config.current()
     app = Flask("kingtask")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = Store(
-        connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
-    )
+    store = Store.from_settings(settings)
     app.extensions["kingtask"] = Services(settings, store, Scheduler(store))
     app.register_blueprint(v1)
     app.register_error_handler(Exception, handle_error)

@@ -45,7 +45,7 @@ os.environ.update(
 
 from kingtask import config  # noqa: E402
 from kingtask.embedded import EmbeddedRedis  # noqa: E402
-from kingtask.store import Store, connect  # noqa: E402
+from kingtask.store import Store  # noqa: E402
 from kingtask.web import create_app  # noqa: E402
 
 
@@ -80,9 +80,7 @@ def settings() -> config.Settings:
 
 @pytest.fixture(scope="session")
 def store(settings: config.Settings) -> Store:
-    return Store(
-        connect(settings.redis_url), result_keep_time=settings.result_keep_time, zone=settings.zone
-    )
+    return Store.from_settings(settings)
 
 
 class Process:
