@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import uuid as uuidlib
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -70,7 +71,11 @@ def handle_error(error: Exception) -> Response:
             return json_response(f"request body larger than {limit} bytes", 413)
         status = error.code or 500
         # v1 answers every malformed request with 403, as the seed does.
-        return json_response(error.name.lower(), 403 if status == 400 else status)
+        response = json_response(error.name.lower(), 403 if status == 400 else status)
+        for name, value in error.get_headers():  # e.g. Allow, on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
     log.exception("unhandled error")
     return json_response("internal error", 500)
 
@@ -94,8 +99,11 @@ def require_token() -> Response | None:
 
 
 def request_params() -> dict[str, Any]:
-    """Parameters from the query string, then a JSON object or a form body."""
-    params: dict[str, Any] = request.args.to_dict() if request.query_string else {}
+    """Parameters from the query string and from a JSON object or a form body.
+
+    A parameter given in both is refused rather than one silently winning.
+    """
+    query: dict[str, Any] = request.args.to_dict() if request.query_string else {}
     body = request.get_data(cache=True)
     mimetype = request.mimetype
     if mimetype == "application/json" or mimetype.endswith("+json") or (body and not mimetype):
@@ -105,10 +113,12 @@ def request_params() -> dict[str, Any]:
             raise InvalidRequest("request body is not valid JSON") from None
         if not isinstance(document, dict):
             raise InvalidRequest("request body must be a JSON object")
-        params.update(document)
     else:
-        params.update(request.form.items())
-    return params
+        document = request.form.to_dict()
+    twice = sorted(query.keys() & document.keys())
+    if twice:
+        raise InvalidRequest(f"{twice[0]} is given both in the query string and in the body")
+    return {**query, **document}
 
 
 def _submit(spec: models.TaskSpec) -> Response:
@@ -143,16 +153,15 @@ def count_undo() -> Response:
     return json_response(_services().store.undo_count())
 
 
-@v1.delete("/task/<uuid>")
-def cancel(uuid: str) -> Response:
+@v1.delete("/task/<uuid:uuid>")
+def cancel(uuid: uuidlib.UUID) -> Response:
     """Extension: cancel a task that waits for its start time or a retry, or is queued."""
-    uuid = models.parse_uuid(uuid)
-    answer = _services().scheduler.cancel(uuid)
+    answer = _services().scheduler.cancel(str(uuid))
     if answer == "running":
         raise InvalidRequest("the task is running and cannot be cancelled")
     if answer == "finished":
         raise InvalidRequest("the task has finished, or is unknown")
-    return json_response(_services().store.result(uuid))
+    return json_response(_services().store.result(str(uuid)))
 
 
 @v1.get("/task/count/scheduled")

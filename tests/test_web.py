@@ -253,6 +253,7 @@ def test_unknown_paths_and_methods_answer_json(client: Any) -> None:
     ) == (404, "not found")
     response = client.get("/api/v1/task/script")
     assert (response.status_code, response.get_json()) == (405, "method not allowed")
+    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
 
 
 def test_with_an_auth_token_every_endpoint_needs_it(settings: config.Settings) -> None:
@@ -278,3 +279,13 @@ def test_internal_errors_show_no_trace_or_path(settings: config.Settings) -> Non
     response = app.test_client().get("/boom")
     assert (response.status_code, response.get_json()) == (500, "internal error")
     assert b"Traceback" not in response.get_data()
+
+
+def test_a_parameter_given_in_the_query_and_the_body_gets_403(client: Any, store: Store) -> None:
+    undo = store.undo_count()
+    response = client.post("/api/v1/task?bin_name=sum", json={"bin_name": "example"})
+    assert (response.status_code, response.get_json()) == (
+        403,
+        "bin_name is given both in the query string and in the body",
+    )
+    assert store.undo_count() == undo
