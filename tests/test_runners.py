@@ -265,3 +265,15 @@ def test_the_workers_proxy_settings_and_credentials_are_not_used(
     monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
     echo = json.loads(call("GET", f"{http_server}/echo").message)
     assert "authorization" not in echo["headers"]
+
+
+def test_a_symlink_swapped_after_submission_is_judged_when_the_task_runs(tmp_path: Path) -> None:
+    (tmp_path / "sum").write_bytes((BIN / "sum").read_bytes())
+    (tmp_path / "sum").chmod(0o755)
+    (tmp_path / "job").symlink_to("sum")
+    assert run("job", "1", "2", bin_path=tmp_path) == Outcome(True, "3")  # as submitted
+    (tmp_path / "job").unlink()
+    (tmp_path / "job").symlink_to("/bin/echo")  # swapped before the attempt runs
+    assert run("job", "1", "2", bin_path=tmp_path) == Outcome(
+        False, "bin_name outside bin_path: job"
+    )
