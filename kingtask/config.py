@@ -89,11 +89,6 @@ class Settings:
         return redis_url(self.redis, self.data_dir)
 
     @property
-    def embedded_socket(self) -> Path:
-        """The Unix socket of the embedded Redis in ``data_dir``."""
-        return Path(self.data_dir).resolve() / "redis.sock"
-
-    @property
     def uses_embedded_redis(self) -> bool:
         return not self.redis
 

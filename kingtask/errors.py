@@ -2,8 +2,10 @@
 
 KingtaskError
 ├── ConfigError        bad configuration file or environment
-├── InvalidRequest     a client sent something kingtask refuses (HTTP 403)
-└── Unavailable        Redis cannot be reached (HTTP 503)
+└── InvalidRequest     a client sent something kingtask refuses (HTTP 403)
+
+Redis being unreachable is not one of them: the API answers redis-py's and
+kombu's connection errors with 503 (``kingtask.web.handle_error``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,3 @@ class ConfigError(KingtaskError):
 
 class InvalidRequest(KingtaskError):
     """Raised when client input is refused; the message is shown to the client."""
-
-
-class Unavailable(KingtaskError):
-    """Raised when a service kingtask depends on (Redis) cannot be reached."""

@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from kingtask import config, models
-from kingtask.errors import InvalidRequest, Unavailable
+from kingtask.errors import InvalidRequest
 from kingtask.schedule import Scheduler
 from kingtask.store import Store
 
@@ -60,9 +60,7 @@ def handle_error(error: Exception) -> Response:
     """Every error as a JSON string: 403 for client errors, 503 when Redis is away."""
     if isinstance(error, InvalidRequest):
         return json_response(str(error), 403)
-    if isinstance(
-        error, Unavailable | redis.ConnectionError | redis.TimeoutError | OperationalError
-    ):
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError | OperationalError):
         log.warning("redis unavailable: %s", error)
         return json_response("redis is unavailable, try again later", 503)
     if isinstance(error, HTTPException):
