@@ -41,6 +41,11 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
 }
 
+# With Redis Sentinel, Celery too asks the sentinels for the master.
+if _settings.sentinels:
+    broker_transport_options["master_name"] = _settings.sentinel_master
+    result_backend_transport_options = {"master_name": _settings.sentinel_master}
+
 # Flower shows tasks with their names and arguments.
 worker_send_task_events = True
 task_send_sent_event = True

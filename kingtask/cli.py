@@ -40,6 +40,7 @@ class Child:
     started_at: float = 0.0
     quick_deaths: int = 0
     restart_at: float | None = None
+    stop_timeout: float = STOP_TIMEOUT
 
     def start(self) -> None:
         self.process = self.spawn()
@@ -65,7 +66,7 @@ class Child:
         self.restart_at = now + delay
 
     def stop(self) -> None:
-        processes.stop(self.process, STOP_TIMEOUT)
+        processes.stop(self.process, self.stop_timeout)
 
 
 @dataclass
@@ -146,7 +147,10 @@ def run(files: Sequence[str]) -> int:
     level = settings.log_level.upper()
     worker = [*celery, "worker", f"--loglevel={level}"]
     web = [sys.executable, "-m", "gunicorn", "-c", "python:kingtask.gunicorn_conf", WEB_APP]
-    children.append(Child("worker", _spawner(worker, env, log("worker"))))
+    worker_stop_timeout = settings.shutdown_grace + STOP_TIMEOUT
+    children.append(
+        Child("worker", _spawner(worker, env, log("worker")), stop_timeout=worker_stop_timeout)
+    )
     children.append(Child("web", _spawner(web, env, log("web"))))
     if settings.flower_addr:
         host, port = config.parse_addr(settings.flower_addr)

