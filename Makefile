@@ -35,6 +35,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/timing.py
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -33,5 +33,15 @@ SPECS = PREFIX + "specs"
 ATTEMPTS = PREFIX + "attempts"
 """Hash: uuid → ``attempt:lease_until`` of its latest attempt (lease 0: not started)."""
 
+SEQUENCE = PREFIX + "sequence"
+"""Counter: the sequence number of the latest publication of a message onto the queue."""
+
+SENT = PREFIX + "sent"
+"""Sorted set of uuids whose latest attempt was published and not yet begun, scored
+by the publication's sequence number."""
+
+SENT_SPECS = PREFIX + "sent-specs"
+"""Hash: uuid → the attempt published and not yet begun (as in ``SPECS``)."""
+
 WAKE = PREFIX + "wake"
 """Pub/sub channel: a parked attempt became the earliest one."""

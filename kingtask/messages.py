@@ -25,6 +25,8 @@ from celery.utils.time import utcoffset
 
 QUEUE = "celery"
 """The queue kingtask's tasks go to: Celery's default queue, a Redis list of that name."""
+UNACKED = "unacked"
+"""The hash where kombu keeps the messages delivered to workers and not yet acknowledged."""
 EVENT_EXCHANGE = "celeryev"
 _HOSTNAME = f"gen{os.getpid()}@{socket.gethostname()}"
 

@@ -3,7 +3,9 @@
 Each Celery worker starts ``kingtask release`` (:class:`ReleaserStep`), which
 runs a :class:`Releaser`: it sleeps until the earliest due time, or until an
 earlier attempt is parked, and has :meth:`Scheduler.release_due
-<kingtask.schedule.Scheduler.release_due>` publish what is due.
+<kingtask.schedule.Scheduler.release_due>` publish what is due. Every few
+seconds it also looks for attempts lost on their way to a worker
+(:class:`~kingtask.schedule.TransitWatch`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any, ClassVar
 from celery import bootsteps
 
 from kingtask import keys, processes
-from kingtask.schedule import IDLE, Scheduler
+from kingtask.schedule import IDLE, Scheduler, TransitWatch
 
 log = logging.getLogger(__name__)
+
+LOOK_EVERY = 2.0
+"""Seconds between two looks for attempts lost in transit."""
 
 
 class Releaser(threading.Thread):
@@ -32,11 +37,16 @@ class Releaser(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        transit = TransitWatch(self.scheduler)
+        next_look = 0.0
         while not self.stopping.is_set():
             try:
                 with self.scheduler.client.pubsub(ignore_subscribe_messages=True) as wake:
                     wake.subscribe(keys.WAKE)
                     while not self.stopping.is_set():
+                        if time.monotonic() >= next_look:
+                            transit.check()
+                            next_look = time.monotonic() + LOOK_EVERY
                         next_due = self.scheduler.release_due()
                         pause = (
                             IDLE

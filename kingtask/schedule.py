@@ -15,6 +15,12 @@ Each attempt is guarded when it starts (:meth:`Scheduler.begin`) and holds a
 lease while it runs (:class:`Heartbeat`): a duplicate delivery of an attempt
 that finished, or of a task that finished, is dropped; one of an attempt still
 running elsewhere is parked until that attempt's lease ends and looked at again.
+
+Every published attempt is tracked *in transit* until it begins. A worker takes
+a message off the queue before it records it as unacknowledged; killed in
+between, it takes the message with it. The releasers watch for attempts that
+left the queue a while ago and were neither recorded nor begun, and publish
+them again (:class:`TransitWatch`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import threading
 import time
 import uuid as uuidlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,19 +46,40 @@ from kingtask.store import FINISH_FUNCTION, Store, day
 
 log = logging.getLogger(__name__)
 
+_SENDING = [keys.SEQUENCE, keys.SENT, keys.SENT_SPECS]
+"""The keys of ``send`` in the Lua scripts, after the queue."""
+
 CLAIM_LEASE = 30.0
 """Seconds a releaser may take to publish what it claimed before others may take it."""
 BATCH = 500
 """Entries claimed and published per round trip."""
 IDLE = 1.0
 """Longest sleep of a releaser; it also wakes when an earlier attempt is parked."""
+TRANSIT_GRACE = 10.0
+"""Seconds a message that left the queue may take to be recorded as delivered or begun."""
 
 CANCELLED = "cancelled"
 
+# Push a message onto the queue, publish its sent event (unless topic is ''),
+# and track it as in transit until a worker begins it: the message's sequence
+# number in SENT, its attempt in SENT_SPECS.
+_SEND = """
+local function send(sequence, sent, sent_specs, queue, uuid, spec, message, topic, event)
+    redis.call('ZADD', sent, redis.call('INCR', sequence), uuid)
+    redis.call('HSET', sent_specs, uuid, spec)
+    redis.call('LPUSH', queue, message)
+    if topic ~= '' then
+        redis.call('PUBLISH', topic, event)
+    end
+end
+"""
+
 # Accept a task (ARGV[2] == '1') or require it to be undone, record its next
 # attempt (ARGV[3], '' to leave the record), then push its message now or park
-# its fields until ARGV[4]. A newly earliest entry wakes the releasers.
-_ENQUEUE = """
+# its fields (ARGV[5]) until ARGV[4]. A newly earliest entry wakes the releasers.
+_ENQUEUE = (
+    _SEND
+    + """
 local uuid = ARGV[1]
 if ARGV[2] == '1' then
     redis.call('SADD', KEYS[1], uuid)
@@ -62,10 +90,7 @@ if ARGV[3] ~= '' then
     redis.call('HSET', KEYS[4], uuid, ARGV[3])
 end
 if ARGV[6] ~= '' then
-    redis.call('LPUSH', KEYS[5], ARGV[6])
-    if ARGV[7] ~= '' then
-        redis.call('PUBLISH', ARGV[7], ARGV[8])
-    end
+    send(KEYS[6], KEYS[7], KEYS[8], KEYS[5], uuid, ARGV[5], ARGV[6], ARGV[7], ARGV[8])
     return 1
 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -76,6 +101,7 @@ if #first == 0 or tonumber(ARGV[4]) < tonumber(first[2]) then
 end
 return 1
 """
+)
 
 # When the next parked entry falls due, or the next claim expires ('' if none).
 _NEXT_DUE = """
@@ -117,22 +143,57 @@ return {next_due(KEYS[1], KEYS[2]), claimed}
 # carry this releaser's token ARGV[1], drop their claims, and say what is due next.
 _PUSH = (
     _NEXT_DUE
+    + _SEND
     + """
 for i = 2, #ARGV, 4 do
     local uuid = ARGV[i]
     if redis.call('HGET', KEYS[2], uuid) == ARGV[1] then
+        local spec = redis.call('HGET', KEYS[3], uuid)
         redis.call('HDEL', KEYS[2], uuid)
         redis.call('ZREM', KEYS[1], uuid)
         redis.call('HDEL', KEYS[3], uuid)
-        redis.call('LPUSH', KEYS[4], ARGV[i + 1])
-        if ARGV[i + 2] ~= '' then
-            redis.call('PUBLISH', ARGV[i + 2], ARGV[i + 3])
-        end
+        send(KEYS[6], KEYS[7], KEYS[8], KEYS[4], uuid, spec, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     end
 end
 return next_due(KEYS[1], KEYS[5])
 """
 )
+
+# Publish again attempts lost in transit: those still tracked under the sequence
+# numbers the caller saw (uuid and sequence number from ARGV[1], then message,
+# event topic and event). Returns how many were published.
+_RESEND = (
+    _SEND
+    + """
+local sent = 0
+for i = 1, #ARGV, 5 do
+    local uuid = ARGV[i]
+    local seq = redis.call('ZSCORE', KEYS[1], uuid)
+    if seq and tonumber(seq) == tonumber(ARGV[i + 1]) then
+        local spec = redis.call('HGET', KEYS[2], uuid)
+        send(KEYS[4], KEYS[1], KEYS[2], KEYS[3], uuid, spec, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+        sent = sent + 1
+    end
+end
+return sent
+"""
+)
+
+# The transit frontier: every message published with a smaller sequence number
+# has left the queue. The queue is first in, first out, so it is the number of
+# the message next to leave (the tail); all when the queue is empty; 0 when the
+# tail's number is unknown (a message handed back after its attempt began).
+_FRONTIER = """
+local tail = redis.call('LINDEX', KEYS[1], -1)
+if not tail then
+    return tonumber(redis.call('GET', KEYS[3]) or '0') + 1
+end
+local ok, message = pcall(cjson.decode, tail)
+if not ok or type(message['headers']) ~= 'table' or not message['headers']['id'] then
+    return 0
+end
+return tonumber(redis.call('ZSCORE', KEYS[2], message['headers']['id']) or '0')
+"""
 
 _LEASE = """
 local function lease_of(record)
@@ -147,6 +208,11 @@ end
 _BEGIN = (
     _LEASE
     + """
+local sent = redis.call('HGET', KEYS[4], ARGV[1])
+if sent and tonumber(string.match(sent, '"attempt": (%d+)')) == tonumber(ARGV[2]) then
+    redis.call('HDEL', KEYS[4], ARGV[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
     return '-1'
 end
@@ -233,6 +299,8 @@ class Scheduler:
         self._begin = self.client.register_script(_BEGIN)
         self._renew = self.client.register_script(_RENEW)
         self._cancel = self.client.register_script(_CANCEL)
+        self._resend = self.client.register_script(_RESEND)
+        self._frontier = self.client.register_script(_FRONTIER)
 
     # -- entering the schedule ---------------------------------------------------
 
@@ -250,14 +318,13 @@ class Scheduler:
         parked = Parked(spec.kind, attempt, spec.to_message())
         if due <= time.time():
             message, topic, event = self._publication(spec.uuid, parked).commands
-            spec_json = ""
         else:
             message = topic = event = ""
-            spec_json = parked.to_json()
         self._enqueue(
-            keys=[keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE],
-            args=[spec.uuid, int(accept), record, due, spec_json, message, topic, event, keys.WAKE],
-        )
+            keys=[keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE, *_SENDING],
+            args=[spec.uuid, int(accept), record, due, parked.to_json(), message, topic, event,
+                  keys.WAKE],
+        )  # fmt: skip
 
     def _publication(self, uuid: str, parked: Parked) -> Publication:
         kwargs = {**parked.message, "attempt": parked.attempt}
@@ -279,11 +346,51 @@ class Scheduler:
                 entries += [uuid, *self._publication(uuid, Parked.from_json(fields)).commands]
             if entries:
                 next_due = self._push(
-                    keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE, keys.PARKED],
+                    keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE, keys.PARKED,
+                          *_SENDING],
                     args=[token, *entries],
-                )
+                )  # fmt: skip
             if len(claimed) < 2 * BATCH:
                 return float(next_due) if next_due else None
+
+    # -- messages lost in transit ----------------------------------------------------
+
+    def frontier(self) -> int:
+        """Messages with a smaller sequence number than this have left the queue."""
+        return int(self._frontier(keys=[messages.QUEUE, keys.SENT, keys.SEQUENCE]))
+
+    def resend_lost(self, frontier: int) -> int:
+        """Publish again the attempts that left the queue before ``frontier`` and vanished.
+
+        A worker takes a message off the queue and only then records it as
+        unacknowledged; one killed in between loses it. An attempt that left the
+        queue, is not unacknowledged and has not begun is such a loss. Returns how
+        many were published again.
+        """
+        leaving = self.client.zrangebyscore(
+            keys.SENT, "-inf", f"({frontier}", start=0, num=BATCH, withscores=True
+        )
+        if not leaving:
+            return 0
+        delivered = {
+            json.loads(raw)[0]["headers"]["id"] for raw in self.client.hvals(messages.UNACKED)
+        }
+        lost = [(uuid, seq) for uuid, seq in leaving if uuid not in delivered]
+        specs = self.client.hmget(keys.SENT_SPECS, [uuid for uuid, _ in lost]) if lost else []
+        entries = []
+        for (uuid, seq), spec in zip(lost, specs, strict=True):
+            if spec:
+                publication = self._publication(uuid, Parked.from_json(spec))
+                entries += [uuid, str(int(seq)), *publication.commands]
+        if not entries:
+            return 0
+        sent = int(
+            self._resend(keys=[keys.SENT, keys.SENT_SPECS, messages.QUEUE, keys.SEQUENCE],
+                         args=entries)
+        )  # fmt: skip
+        if sent:
+            log.warning("published again %d attempt(s) lost on the way to a worker", sent)
+        return sent
 
     # -- attempts -------------------------------------------------------------------
 
@@ -297,7 +404,8 @@ class Scheduler:
         now = time.time()
         answer = float(
             self._begin(
-                keys=[keys.UNDO, keys.ATTEMPTS], args=[spec.uuid, attempt, now, now + lease]
+                keys=[keys.UNDO, keys.ATTEMPTS, keys.SENT, keys.SENT_SPECS],
+                args=[spec.uuid, attempt, now, now + lease],
             )
         )
         if answer > 0:
@@ -335,6 +443,29 @@ class Scheduler:
             pipeline.zcard(keys.PARKED)
             pipeline.zcard(keys.CLAIMED)
             return sum(pipeline.execute())
+
+
+class TransitWatch:
+    """Finds attempts lost between the queue and a worker, and publishes them again.
+
+    It notes the transit frontier each time it looks; an attempt still in transit
+    below a frontier seen ``grace`` seconds ago left the queue that long ago and
+    was neither recorded as delivered nor begun: its worker died holding it.
+    """
+
+    def __init__(self, scheduler: Scheduler, grace: float = TRANSIT_GRACE) -> None:
+        self.scheduler = scheduler
+        self.grace = grace
+        self.seen: deque[tuple[float, int]] = deque()
+
+    def check(self) -> int:
+        """Look once; how many attempts were published again."""
+        now = time.monotonic()
+        self.seen.append((now, self.scheduler.frontier()))
+        frontier = 0
+        while self.seen and self.seen[0][0] <= now - self.grace:
+            frontier = self.seen.popleft()[1]
+        return self.scheduler.resend_lost(frontier) if frontier else 0
 
 
 class Heartbeat:

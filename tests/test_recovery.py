@@ -6,6 +6,7 @@ transport looks for unacknowledged messages to deliver again every second.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -17,6 +18,7 @@ import requests
 
 from kingtask.embedded import EmbeddedRedis
 from kingtask.processes import descendants, kill
+from kingtask.schedule import TRANSIT_GRACE
 from kingtask.store import Store, connect
 
 from .conftest import SCRATCH, start_web, start_worker, starts, wait_for, wait_result
@@ -100,6 +102,22 @@ def test_an_attempt_longer_than_the_lease_runs_once(
         assert len(starts(record)) == 1
         deliveries = worker.output().count(f"kingtask.script[{uuid}] received")
         assert deliveries >= 2, "the visibility timeout should have delivered it again"
+    finally:
+        worker.stop()
+
+
+def test_a_message_lost_by_a_worker_that_took_it_off_the_queue_runs_once(
+    system: tuple[str, Store, dict[str, str]], tmp_path: Path
+) -> None:
+    api, store, env = system
+    record = tmp_path / "record"
+    uuid = submit(api, bin_name="record", args=f"{record} lost")
+    # A worker takes the message off the queue and is killed before it records it.
+    assert json.loads(store.client.rpop("celery"))["headers"]["id"] == uuid
+    worker = start_worker("finder", env=env, concurrency=1)
+    try:
+        assert wait_result(store, uuid, timeout=TRANSIT_GRACE + 20)["is_success"] == 1
+        assert len(starts(record)) == 1
     finally:
         worker.stop()
 

@@ -7,6 +7,7 @@ These talk to the real Redis with no worker running, and drive releases by hand
 from __future__ import annotations
 
 import collections
+import json
 import signal
 import subprocess
 import sys
@@ -29,7 +30,10 @@ from .conftest import ROOT, queued, queued_messages, wait_for
 @pytest.fixture
 def scheduler(store: Store) -> Scheduler:
     """A scheduler over an empty schedule and queue."""
-    store.client.delete(keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS, "celery")
+    store.client.delete(
+        keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS, keys.SENT, keys.SENT_SPECS, "celery",
+        "unacked",
+    )  # fmt: skip
     return Scheduler(store)
 
 
@@ -313,3 +317,43 @@ def test_a_releaser_thread_wakes_for_an_earlier_task(scheduler: Scheduler, store
     finally:
         releaser.stop()
     assert not releaser.is_alive()
+
+
+def take_off_the_queue(store: Store) -> str:
+    """What a worker does first with a message: take it off the queue (the oldest)."""
+    return store.client.rpop("celery")
+
+
+def test_an_attempt_lost_on_the_way_to_a_worker_is_published_again(
+    scheduler: Scheduler, store: Store
+) -> None:
+    lost, queued_ = spec(), spec()
+    scheduler.submit(lost)
+    scheduler.submit(queued_)
+    take_off_the_queue(store)  # ... and the worker dies before recording it as delivered
+    watch = schedule.TransitWatch(scheduler, grace=0.2)
+    assert watch.check() == 0  # too early to tell
+    time.sleep(0.3)
+    assert watch.check() == 1
+    assert [m["id"] for m in queued_messages(store)] == [queued_.uuid, lost.uuid]
+    assert queued(store, lost.uuid)["attempt"] == 0
+    time.sleep(0.3)
+    assert watch.check() == 0  # published once
+
+
+def test_attempts_delivered_or_begun_are_not_published_again(
+    scheduler: Scheduler, store: Store
+) -> None:
+    delivered, begun = spec(), spec()
+    scheduler.submit(delivered)
+    scheduler.submit(begun)
+    # kombu records a message it took as unacknowledged: [message, exchange, routing key].
+    store.client.hset(
+        "unacked", "tag", json.dumps([json.loads(take_off_the_queue(store)), "", "celery"])
+    )
+    take_off_the_queue(store)
+    assert scheduler.begin(begun, 0, lease=60)
+    watch = schedule.TransitWatch(scheduler, grace=0)
+    assert watch.check() == 0
+    store.client.hdel("unacked", "tag")  # restored by kombu, or acknowledged and gone
+    assert watch.check() == 1
