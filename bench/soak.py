@@ -20,6 +20,7 @@ import collections
 import itertools
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,7 +89,10 @@ class Worker:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(60)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill_whole()
 
 
 def _children(pid: int) -> list[int]:
@@ -265,6 +269,8 @@ def main() -> None:
     parser.add_argument("--work", type=float, default=0.05, help="seconds each task works")
     parser.add_argument("--capacity-tasks", type=int, default=600, help="tasks to measure with")
     options = parser.parse_args()
+    # Stopped from outside, it still stops its workers, API and Redis on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: stopped"))
 
     scratch = Path(tempfile.mkdtemp(prefix="kts-"))
     with EmbeddedRedis(scratch / "redis") as redis:

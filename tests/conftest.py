@@ -45,7 +45,7 @@ os.environ.update(
     KINGTASK_RESULT_KEEP_TIME="3600",
 )
 
-from kingtask import config  # noqa: E402
+from kingtask import config, keys  # noqa: E402
 from kingtask.embedded import EmbeddedRedis  # noqa: E402
 from kingtask.store import Store  # noqa: E402
 from kingtask.web import create_app  # noqa: E402
@@ -237,6 +237,14 @@ def starts(record: Path) -> list[float]:
         return []
     lines = record.read_text().splitlines()
     return [float(line.split()[1]) for line in lines if line.startswith("start")]
+
+
+def forget_pending(store: Store) -> None:
+    """Drop every attempt waiting or on its way to a worker, so no later worker runs it."""
+    store.client.delete(
+        "celery", "unacked", keys.PARKED, keys.SPECS, keys.CLAIMED, keys.CLAIMS, keys.SENT,
+        keys.SENT_SPECS,
+    )  # fmt: skip
 
 
 def queued_messages(store: Store) -> list[dict[str, Any]]:

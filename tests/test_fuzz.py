@@ -17,9 +17,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from kingtask import keys
 from kingtask.store import Store
 from kingtask.web import create_app
+
+from .conftest import forget_pending
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", create_app())
 
@@ -28,10 +29,25 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", create_app())
 def forget_generated_tasks(store: Store) -> Iterator[None]:
     """The tasks accepted here (random executables and URLs) must not reach a later worker."""
     yield
-    store.client.delete("celery", keys.PARKED, keys.SPECS, keys.CLAIMED, keys.CLAIMS)
+    forget_pending(store)
 
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_every_generated_request_as_documented(case: schemathesis.Case) -> None:
     case.call_and_validate(excluded_checks=[negative_data_rejection, positive_data_acceptance])
+
+
+class Workflows(schema.as_state_machine()):  # type: ignore[misc]
+    """Submit, then follow the document's links: read the result, cancel, read again."""
+
+    def validate_response(self, response, case, additional_checks=None, **kwargs):  # type: ignore[no-untyped-def]
+        case.validate_response(
+            response, excluded_checks=[negative_data_rejection, positive_data_acceptance]
+        )
+
+
+TestWorkflows = Workflows.TestCase
+TestWorkflows.settings = settings(
+    max_examples=25, stateful_step_count=6, deadline=None, suppress_health_check=list(HealthCheck)
+)

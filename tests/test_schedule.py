@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,17 +25,15 @@ from kingtask.releaser import Releaser
 from kingtask.schedule import Scheduler
 from kingtask.store import Store, day
 
-from .conftest import ROOT, queued, queued_messages, wait_for
+from .conftest import ROOT, forget_pending, queued, queued_messages, wait_for
 
 
 @pytest.fixture
-def scheduler(store: Store) -> Scheduler:
-    """A scheduler over an empty schedule and queue."""
-    store.client.delete(
-        keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS, keys.SENT, keys.SENT_SPECS, "celery",
-        "unacked",
-    )  # fmt: skip
-    return Scheduler(store)
+def scheduler(store: Store) -> Iterator[Scheduler]:
+    """A scheduler over an empty schedule and queue, emptied again after the test."""
+    forget_pending(store)
+    yield Scheduler(store)
+    forget_pending(store)
 
 
 def spec(start_time: float = 0, time_interval: tuple[int, ...] = ()) -> TaskSpec:
@@ -192,7 +191,7 @@ def test_a_slow_releaser_whose_claim_expired_publishes_nothing(
     time.sleep(0.3)
     assert scheduler.release_due() is None  # the claim expired: released by another
     scheduler._push(
-        keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, "celery", keys.PARKED],
+        keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, "celery", keys.PARKED, *schedule._SENDING],
         args=["slow", task.uuid, "late", "", ""],
     )
     assert [m["id"] for m in queued_messages(store)] == [task.uuid]
