@@ -134,7 +134,8 @@ class Timing:
         spec_text = Parked(
             "script", 0, TaskSpec("", Script("stamp", ("x", "y"))).to_message()
         ).to_json()
-        script_keys = [keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE]
+        script_keys = [keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE,
+                       keys.SEQUENCE, keys.SENT, keys.SENT_SPECS]  # fmt: skip
         with self.store.client.pipeline(transaction=False) as pipeline:
             for i in range(count):
                 args = [new_uuid(), 1, "", due, spec_text, "", "", "", keys.WAKE]
@@ -148,8 +149,8 @@ class Timing:
         rate, _ = loadgen.rate(
             loadgen.Load("127.0.0.1", port, "POST", "/api/v1/task/script", body), seconds=seconds
         )
-        self.store.client.delete(messages.QUEUE)
-        self.store.client.delete(keys.UNDO)
+        # Forget them: the tasks were only there to be submitted.
+        self.store.client.delete(messages.QUEUE, keys.UNDO, keys.SENT, keys.SENT_SPECS)
         return rate
 
     def waiting(self, count: int, eta_count: int, seconds: float) -> list[Row]:

@@ -161,7 +161,8 @@ return next_due(KEYS[1], KEYS[5])
 
 # Publish again attempts lost in transit: those still tracked under the sequence
 # numbers the caller saw (uuid and sequence number from ARGV[1], then message,
-# event topic and event). Returns how many were published.
+# event topic and event), and forget those of tasks no longer undone (cancelled
+# while their message was lost). Returns how many were published.
 _RESEND = (
     _SEND
     + """
@@ -170,9 +171,15 @@ for i = 1, #ARGV, 5 do
     local uuid = ARGV[i]
     local seq = redis.call('ZSCORE', KEYS[1], uuid)
     if seq and tonumber(seq) == tonumber(ARGV[i + 1]) then
-        local spec = redis.call('HGET', KEYS[2], uuid)
-        send(KEYS[4], KEYS[1], KEYS[2], KEYS[3], uuid, spec, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-        sent = sent + 1
+        if redis.call('SISMEMBER', KEYS[5], uuid) == 1 then
+            local spec = redis.call('HGET', KEYS[2], uuid)
+            send(KEYS[4], KEYS[1], KEYS[2], KEYS[3], uuid, spec, ARGV[i + 2], ARGV[i + 3],
+                 ARGV[i + 4])
+            sent = sent + 1
+        else
+            redis.call('ZREM', KEYS[1], uuid)
+            redis.call('HDEL', KEYS[2], uuid)
+        end
     end
 end
 return sent
@@ -385,8 +392,8 @@ class Scheduler:
         if not entries:
             return 0
         sent = int(
-            self._resend(keys=[keys.SENT, keys.SENT_SPECS, messages.QUEUE, keys.SEQUENCE],
-                         args=entries)
+            self._resend(keys=[keys.SENT, keys.SENT_SPECS, messages.QUEUE, keys.SEQUENCE,
+                               keys.UNDO], args=entries)
         )  # fmt: skip
         if sent:
             log.warning("published again %d attempt(s) lost on the way to a worker", sent)

@@ -356,3 +356,14 @@ def test_attempts_delivered_or_begun_are_not_published_again(
     assert watch.check() == 0
     store.client.hdel("unacked", "tag")  # restored by kombu, or acknowledged and gone
     assert watch.check() == 1
+
+
+def test_a_lost_attempt_of_a_task_cancelled_meanwhile_is_forgotten(
+    scheduler: Scheduler, store: Store
+) -> None:
+    task = spec()
+    scheduler.submit(task)
+    take_off_the_queue(store)
+    assert scheduler.cancel(task.uuid) == schedule.CANCELLED
+    assert schedule.TransitWatch(scheduler, grace=0).check() == 0
+    assert (queued_messages(store), store.client.zcard(keys.SENT)) == ([], 0)
