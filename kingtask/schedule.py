@@ -62,11 +62,13 @@ CANCELLED = "cancelled"
 
 # Push a message onto the queue, publish its sent event (unless topic is ''),
 # and track it as in transit until a worker begins it: the message's sequence
-# number in SENT, its attempt in SENT_SPECS.
+# number in SENT, its attempt (spec) in SENT_SPECS.
 _SEND = """
 local function send(sequence, sent, sent_specs, queue, uuid, spec, message, topic, event)
-    redis.call('ZADD', sent, redis.call('INCR', sequence), uuid)
-    redis.call('HSET', sent_specs, uuid, spec)
+    if spec then
+        redis.call('ZADD', sent, redis.call('INCR', sequence), uuid)
+        redis.call('HSET', sent_specs, uuid, spec)
+    end
     redis.call('LPUSH', queue, message)
     if topic ~= '' then
         redis.call('PUBLISH', topic, event)
