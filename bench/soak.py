@@ -249,7 +249,8 @@ class Soak:
         return [
             ("capacity, 2 workers x 2 processes", f"{capacity:.0f} tasks/s", "", ""),
             ("load: 80% of capacity", f"{rate:.0f} tasks/s for {seconds:g} s", "", ""),
-            ("faults", "; ".join(injected), "pool process x2, whole worker x2", ""),
+            ("faults", "; ".join(injected), "pool process x2, whole worker x2",
+             "met" if len(injected) == 4 else "MISSED"),
             ("accepted / refused", f"{len(accepted):,} / {refused}", "refused: 0",
              "met" if refused == 0 else "MISSED"),
             ("final results (success), counted", f"{successes:,}, {counted:,}",
