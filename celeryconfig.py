@@ -43,8 +43,11 @@ broker_transport_options = {
 
 # With Redis Sentinel, Celery too asks the sentinels for the master.
 if _settings.sentinels:
-    broker_transport_options["master_name"] = _settings.sentinel_master
-    result_backend_transport_options = {"master_name": _settings.sentinel_master}
+    _sentinel_options: dict[str, object] = {"master_name": _settings.sentinel_master}
+    if _settings.sentinel_password:
+        _sentinel_options["sentinel_kwargs"] = {"password": _settings.sentinel_password}
+    broker_transport_options.update(_sentinel_options)
+    result_backend_transport_options = _sentinel_options
 
 # Flower shows tasks with their names and arguments.
 worker_send_task_events = True

@@ -89,6 +89,8 @@ class Settings:
     """gunicorn worker processes; 0 means two per CPU core, plus one."""
     sentinel_master: str = ""
     """The name under which Redis Sentinel knows the master, when ``redis`` names sentinels."""
+    sentinel_password: str = ""
+    """The sentinels' own password, when they ask for one (their ``requirepass``)."""
     flower_addr: str = "127.0.0.1:5555"
     """Where ``kingtask run`` starts Flower, ``host:port``; empty disables it."""
 

@@ -37,17 +37,17 @@ _FINISH = FINISH_FUNCTION + "return finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], u
 _TIMEOUTS = {"socket_connect_timeout": 5, "socket_timeout": 30}
 
 
-def connect(url: str, sentinel_master: str = "") -> redis.Redis:
+def connect(url: str, sentinel_master: str = "", sentinel_password: str = "") -> redis.Redis:
     """A Redis client for a URL as Celery takes it (``redis+socket://`` included).
 
     For ``sentinel://`` URLs the client talks to the master that the sentinels name
-    ``sentinel_master``, and asks them again after a failover.
+    ``sentinel_master``, and asks them again after a failover; ``sentinel_password``
+    is the sentinels' own, if they ask for one.
     """
     if url.startswith("sentinel://"):
         sentinels = config.parse_sentinels(url)
-        manager = redis.sentinel.Sentinel(
-            list(sentinels.nodes), sentinel_kwargs={**_TIMEOUTS, "socket_timeout": 5}
-        )
+        ask = {**_TIMEOUTS, "socket_timeout": 5, "password": sentinel_password or None}
+        manager = redis.sentinel.Sentinel(list(sentinels.nodes), sentinel_kwargs=ask)
         return manager.master_for(
             sentinel_master,
             db=sentinels.db,
@@ -80,7 +80,7 @@ class Store:
     def from_settings(cls, settings: config.Settings) -> Store:
         """The store of a configured kingtask, with a client of its own."""
         return cls(
-            connect(settings.redis_url, settings.sentinel_master),
+            connect(settings.redis_url, settings.sentinel_master, settings.sentinel_password),
             result_keep_time=settings.result_keep_time,
             zone=settings.zone,
         )

@@ -160,7 +160,7 @@ def free_port() -> int:
 
 
 def start_redis(
-    name: str, *options: str, port: int | None = None, host: str = "127.0.0.1"
+    name: str, *options: str, port: int | None = None, host: str = "127.0.0.1", password: str = ""
 ) -> tuple[Process, int]:
     """A redis-server on a TCP port of ``host``, from the binary the embedded Redis uses.
 
@@ -175,7 +175,7 @@ def start_redis(
         "--port", str(port), "--bind", host, "--dir", str(folder), "--save", "",
     ]  # fmt: skip
     server = Process(argv, SCRATCH / f"{name}.log")
-    client = redis.Redis(host, port, socket_timeout=1)
+    client = redis.Redis(host, port, password=password or None, socket_timeout=1)
     wait_for(lambda: _pings(client))
     return server, port
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.sentinel
 import requests
 
 from kingtask.store import Store, connect
@@ -141,3 +142,30 @@ def _try_submit(api: str, **params: object) -> str | None:
     response = requests.post(f"{api}/task", json=params, timeout=10)
     assert response.status_code in (200, 503), response.text
     return response.json() if response.status_code == 200 else None
+
+
+def test_sentinels_that_ask_for_a_password(tmp_path: Path) -> None:
+    master, master_port = start_redis("auth-master")
+    conf = SCRATCH / "sentinel-auth.conf"
+    conf.write_text(f"sentinel monitor {MASTER} 127.0.0.1 {master_port} 1\nrequirepass s3cret\n")
+    sentinel, port = start_redis("sentinel-auth", str(conf), "--sentinel", password="s3cret")
+    url = f"sentinel://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "KINGTASK_REDIS_URL": url,
+        "KINGTASK_SENTINEL_MASTER": MASTER,
+        "KINGTASK_SENTINEL_PASSWORD": "s3cret",
+    }
+    worker = start_worker("sentinel-auth-worker", env=env, concurrency=1)
+    web, api = start_web("sentinel-auth-web", env=env)
+    try:
+        uuid = submit(f"{api}/api/v1", bin_name="sum", args="20 22")
+        store = Store(connect(url, MASTER, "s3cret"), result_keep_time=60, zone=None)
+        assert wait_result(store, uuid)["message"] == "42"
+        with pytest.raises(redis.sentinel.MasterNotFoundError, match="AuthenticationError"):
+            connect(url, MASTER).ping()  # without the password the sentinel says no
+    finally:
+        web.stop()
+        worker.stop()
+        sentinel.kill()
+        master.kill()
