@@ -46,7 +46,7 @@ from kingtask import keys, messages
 from kingtask.embedded import EmbeddedRedis
 from kingtask.models import Script, TaskSpec, new_uuid
 from kingtask.processes import descendants, kill
-from kingtask.schedule import Parked, Scheduler
+from kingtask.schedule import ENQUEUE_KEYS, Parked, Scheduler
 from kingtask.store import Store, connect
 
 WORKER = [*CELERY, "-A", "kingtask", "worker", "--loglevel=INFO"]
@@ -134,12 +134,10 @@ class Timing:
         spec_text = Parked(
             "script", 0, TaskSpec("", Script("stamp", ("x", "y"))).to_message()
         ).to_json()
-        script_keys = [keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE,
-                       keys.SEQUENCE, keys.SENT, keys.SENT_SPECS]  # fmt: skip
         with self.store.client.pipeline(transaction=False) as pipeline:
             for i in range(count):
                 args = [new_uuid(), 1, "", due, spec_text, "", "", "", keys.WAKE]
-                self.scheduler._enqueue(keys=script_keys, args=args, client=pipeline)
+                self.scheduler._enqueue(keys=ENQUEUE_KEYS, args=args, client=pipeline)
                 if i % 2000 == 1999:
                     pipeline.execute()
             pipeline.execute()

@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 
 _SENDING = [keys.SEQUENCE, keys.SENT, keys.SENT_SPECS]
 """The keys of ``send`` in the Lua scripts, after the queue."""
+ENQUEUE_KEYS = [keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE, *_SENDING]
+"""The keys of the enqueue script (:meth:`Scheduler.submit`, :meth:`Scheduler.retry`)."""
+CLAIM_KEYS = [keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS]
+"""The keys of the claim script (:meth:`Scheduler.release_due`, first step)."""
+PUSH_KEYS = [keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE, keys.PARKED, *_SENDING]
+"""The keys of the push script (:meth:`Scheduler.release_due`, second step)."""
 
 CLAIM_LEASE = 30.0
 """Seconds a releaser may take to publish what it claimed before others may take it."""
@@ -330,7 +336,7 @@ class Scheduler:
         else:
             message = topic = event = ""
         self._enqueue(
-            keys=[keys.UNDO, keys.PARKED, keys.SPECS, keys.ATTEMPTS, messages.QUEUE, *_SENDING],
+            keys=ENQUEUE_KEYS,
             args=[spec.uuid, int(accept), record, due, parked.to_json(), message, topic, event,
                   keys.WAKE],
         )  # fmt: skip
@@ -347,7 +353,7 @@ class Scheduler:
             now = time.time()
             token = uuidlib.uuid4().hex
             next_due, claimed = self._claim(
-                keys=[keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS],
+                keys=CLAIM_KEYS,
                 args=[now, now + CLAIM_LEASE, BATCH, token],
             )
             entries = []
@@ -355,10 +361,9 @@ class Scheduler:
                 entries += [uuid, *self._publication(uuid, Parked.from_json(fields)).commands]
             if entries:
                 next_due = self._push(
-                    keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, messages.QUEUE, keys.PARKED,
-                          *_SENDING],
+                    keys=PUSH_KEYS,
                     args=[token, *entries],
-                )  # fmt: skip
+                )
             if len(claimed) < 2 * BATCH:
                 return float(next_due) if next_due else None
 

@@ -145,13 +145,13 @@ def test_two_releasers_on_the_same_due_set_publish_each_task_once(
 
 CLAIM_AND_DIE = """
 import os, signal, time
-from kingtask import keys, schedule
+from kingtask import schedule
 from kingtask.store import Store, connect
 from kingtask import config
 store = Store(connect(config.current().redis_url), result_keep_time=60, zone=None)
 scheduler = schedule.Scheduler(store)
 now = time.time()
-claimed = scheduler._claim(keys=[keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS],
+claimed = scheduler._claim(keys=schedule.CLAIM_KEYS,
                            args=[now, now + {lease}, 1000, "doomed"])
 print(len(claimed[1]) // 2, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # dies between claiming and publishing
@@ -186,12 +186,11 @@ def test_a_slow_releaser_whose_claim_expired_publishes_nothing(
     scheduler.submit(task)
     sleep_until(task.start_time)
     now = time.time()
-    claim_keys = [keys.PARKED, keys.CLAIMED, keys.CLAIMS, keys.SPECS]
-    scheduler._claim(keys=claim_keys, args=[now, now + 0.2, 10, "slow"])
+    scheduler._claim(keys=schedule.CLAIM_KEYS, args=[now, now + 0.2, 10, "slow"])
     time.sleep(0.3)
     assert scheduler.release_due() is None  # the claim expired: released by another
     scheduler._push(
-        keys=[keys.CLAIMED, keys.CLAIMS, keys.SPECS, "celery", keys.PARKED, *schedule._SENDING],
+        keys=schedule.PUSH_KEYS,
         args=["slow", task.uuid, "late", "", ""],
     )
     assert [m["id"] for m in queued_messages(store)] == [task.uuid]
