@@ -57,11 +57,10 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-@contextmanager
-def started(
+def launch(
     argv: list[str], env: dict[str, str], log: Path, ready: str | int
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process, ready when ``ready`` (a port) listens or (a text) is in its log."""
+) -> subprocess.Popen[bytes]:
+    """Start a child process; return once ``ready`` (a port) listens or (a text) is in its log."""
     with log.open("ab") as out:
         process = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -71,6 +70,20 @@ def started(
             wait_until(lambda: listening(ready), what=f"{argv[2:5]} on port {ready}")
         else:
             wait_until(lambda: ready.encode() in log.read_bytes(), what=f"{argv[2:5]}")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+@contextmanager
+def started(
+    argv: list[str], env: dict[str, str], log: Path, ready: str | int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process from :func:`launch`, stopped when the block ends."""
+    process = launch(argv, env, log, ready)
+    try:
         yield process
     finally:
         process.terminate()

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (
     CELERY,
     GUNICORN,
-    ROOT,
     base_env,
     free_port,
+    launch,
     machine,
     started,
     table,
@@ -67,12 +67,7 @@ class Worker:
         log = self.scratch / f"worker-{self.name}-{self.starts}.log"
         argv = [*CELERY, "-A", "kingtask", "worker", "--loglevel=INFO",
                 f"--hostname={self.name}-{self.starts}@%h"]  # fmt: skip
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        wait_until(lambda: b" ready." in log.read_bytes(), what=f"worker {self.name}")
+        self.process = launch(argv, self.env, log, " ready.")
 
     def kill_whole(self) -> None:
         assert self.process is not None
